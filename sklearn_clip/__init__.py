@@ -1,0 +1,33 @@
+"""Adapt frozen, pretrained CLIP models to your labelled images, the scikit-learn way."""
+
+from ._clip import (
+    TINY_MODEL,
+    CLIPWeightsUnavailableError,
+    clear_clip_cache,
+    load_clip,
+    resolve_device,
+)
+from ._featurizer import CLIPFeaturizer
+from ._images import ImageLoadError, load_image, load_image_folder
+from ._model_selection import few_shot_indices, sample_few_shot
+from ._text import TEMPLATES, encode_class_names
+from ._zero_shot import ZeroShotClassifier
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TEMPLATES",
+    "TINY_MODEL",
+    "CLIPFeaturizer",
+    "CLIPWeightsUnavailableError",
+    "ImageLoadError",
+    "ZeroShotClassifier",
+    "clear_clip_cache",
+    "encode_class_names",
+    "few_shot_indices",
+    "load_clip",
+    "load_image",
+    "load_image_folder",
+    "resolve_device",
+    "sample_few_shot",
+]

@@ -1,0 +1,199 @@
+"""Loading frozen open_clip models through one process-wide cache.
+
+Estimators take the CLIP model *by name* and call :func:`load_clip` when they
+need it, so cloning an estimator is cheap and pickles never contain weights.
+"""
+
+import contextlib
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import open_clip
+import torch
+
+TINY_MODEL = "sklearn-clip-tiny"
+
+_CONFIG_DIR = Path(__file__).parent / "_configs"
+# Registered at import so that joblib/loky workers, which import the package
+# but not the user's ``__main__``, can build the tiny model too.
+for _config in sorted(_CONFIG_DIR.glob("*.json")):
+    open_clip.add_model_config(_config)
+
+
+class CLIPWeightsUnavailableError(RuntimeError):
+    """Raised when pretrained CLIP weights can be neither found nor downloaded."""
+
+
+class LoadedCLIP(NamedTuple):
+    """A frozen CLIP model with what is needed to use it.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The open_clip model in eval mode with ``requires_grad=False``.
+    preprocess : callable
+        open_clip's evaluation transform (PIL image -> normalised tensor).
+    tokenizer : callable
+        open_clip's tokenizer for this model.
+    device : torch.device
+        Where the model lives.
+    image_size : tuple of int
+        ``(height, width)`` of the model input.
+    """
+
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    device: torch.device
+    image_size: tuple
+
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_device(device="auto"):
+    """Turn a device spec into a :class:`torch.device`.
+
+    ``"auto"`` means CUDA when available, else CPU. Estimators store the
+    spec verbatim and call this at use time, so a model fitted with
+    ``device="auto"`` on a GPU machine still runs on a CPU-only one.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available; "
+            "use device='auto' or device='cpu'."
+        )
+    return resolved
+
+
+def autocast(device, precision="auto"):
+    """Context manager for inference in the requested precision.
+
+    ``"auto"`` is bfloat16 autocast on CUDA (fp16 overflows in CLIP's text
+    encoder are a known failure mode) and float32 on CPU, where low precision
+    is slower, not faster.
+    """
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(
+            f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}"
+        )
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _check_model_name(model):
+    if model not in open_clip.list_models():
+        raise ValueError(
+            f"Unknown CLIP model {model!r}. Known open_clip models include "
+            f"{', '.join(open_clip.list_models()[:8])}, ... "
+            "(see open_clip.list_models())."
+        )
+
+
+def _create(model, pretrained, device):
+    if pretrained is None:
+        warnings.warn(
+            f"pretrained=None: CLIP model {model!r} has random weights; "
+            "its embeddings carry no meaning beyond tests and speed checks.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return open_clip.create_model_and_transforms(model, device=device)
+
+    pretrained = os.fspath(pretrained)
+    is_file = os.path.isfile(pretrained)
+    if not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(
+        model
+    ):
+        raise ValueError(
+            f"pretrained={pretrained!r} is neither an existing checkpoint file nor "
+            f"a known tag for CLIP model {model!r}. Known tags: "
+            f"{open_clip.list_pretrained_tags_by_model(model)}."
+        )
+    try:
+        return open_clip.create_model_and_transforms(
+            model, pretrained=pretrained, device=device
+        )
+    except RuntimeError as exc:
+        if is_file or "download" not in str(exc).lower():
+            raise
+        raise CLIPWeightsUnavailableError(
+            f"Could not download the weights of CLIP model {model!r} with "
+            f"pretrained tag {pretrained!r} (offline machine or unreachable model "
+            "hub). Download the checkpoint on a machine with internet access "
+            "(for example with open_clip.create_model_and_transforms(model, "
+            "pretrained=tag, cache_dir=...)) and pass its local file path "
+            f"instead: pretrained='/path/to/open_clip_model.safetensors'. "
+            f"Original error: {exc}"
+        ) from exc
+
+
+def load_clip(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto"):
+    """Load a frozen open_clip model once per process and return it.
+
+    Parameters
+    ----------
+    model : str, default="ViT-B-32"
+        open_clip architecture name, e.g. ``"ViT-B-32"`` or the tiny
+        ``"sklearn-clip-tiny"`` test model shipped with this package.
+    pretrained : str, path or None, default="laion2b_s34b_b79k"
+        An open_clip pretrained tag (``"openai"``, ``"laion2b_s34b_b79k"``,
+        ...), the path to a local checkpoint file, or ``None`` for random
+        weights (a warning says so).
+    device : str or torch.device, default="auto"
+        ``"auto"`` picks CUDA when available, else CPU.
+
+    Returns
+    -------
+    LoadedCLIP
+        Named tuple ``(model, preprocess, tokenizer, device, image_size)``.
+        The model is shared: do not modify it.
+
+    Raises
+    ------
+    CLIPWeightsUnavailableError
+        If the weights of a pretrained tag cannot be downloaded; the message
+        explains how to pass a local checkpoint path instead.
+
+    Examples
+    --------
+    >>> from sklearn_clip import load_clip
+    >>> clip = load_clip("sklearn-clip-tiny", pretrained=None, device="cpu")  # doctest: +SKIP
+    >>> clip.image_size
+    (64, 64)
+    """
+    _check_model_name(model)
+    resolved = resolve_device(device)
+    key = (model, None if pretrained is None else os.fspath(pretrained), str(resolved))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            clip_model, _, preprocess = _create(model, pretrained, resolved)
+            clip_model.eval()
+            clip_model.requires_grad_(False)
+            size = clip_model.visual.image_size
+            size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+            _CACHE[key] = LoadedCLIP(
+                model=clip_model,
+                preprocess=preprocess,
+                tokenizer=open_clip.get_tokenizer(model),
+                device=resolved,
+                image_size=size,
+            )
+        return _CACHE[key]
+
+
+def clear_clip_cache():
+    """Drop every cached CLIP model (frees its memory once unreferenced)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()

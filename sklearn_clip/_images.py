@@ -1,0 +1,205 @@
+"""Image inputs: validating X, decoding to RGB, and listing image folders."""
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+)
+
+
+class ImageLoadError(ValueError):
+    """Raised when some inputs cannot be turned into images.
+
+    Attributes
+    ----------
+    failures : list of (int, str, str)
+        ``(index, item description, reason)`` for every bad item.
+    """
+
+    def __init__(self, failures, n_items):
+        self.failures = list(failures)
+        shown = self.failures[:20]
+        lines = [f"  [{i}] {item}: {reason}" for i, item, reason in shown]
+        if len(self.failures) > len(shown):
+            lines.append(f"  ... and {len(self.failures) - len(shown)} more")
+        super().__init__(
+            f"{len(self.failures)} of {n_items} inputs could not be read as "
+            "images (no rows were dropped; fix or remove them):\n" + "\n".join(lines)
+        )
+
+
+def check_image_inputs(X):
+    """Validate the container of images and return it as a list.
+
+    Accepted: a sequence (list, tuple, 1-d object array, pandas Series) of
+    paths, PIL images or uint8 arrays, or one uint8 array of shape
+    ``(n, H, W, 3)``.
+    """
+    if isinstance(X, (str, bytes, os.PathLike)):
+        raise ValueError(
+            f"X must be a sequence of images, got a single path {os.fspath(X)!r}. "
+            "Pass a list of file paths; for a folder with one sub-folder per "
+            "class use sklearn_clip.load_image_folder(folder)."
+        )
+    if isinstance(X, Image.Image):
+        raise ValueError("X must be a sequence of images; wrap one image in a list.")
+    if isinstance(X, np.ndarray):
+        if X.ndim == 4 and X.dtype == np.uint8 and X.shape[-1] in (1, 3, 4):
+            return list(X)
+        if X.ndim == 1:
+            return list(X)
+        raise ValueError(
+            "An array X must be a 1-d array of images/paths or a uint8 stack of "
+            f"shape (n, height, width, channels); got dtype {X.dtype} and shape "
+            f"{X.shape}."
+        )
+    if isinstance(X, Iterator) or not hasattr(X, "__len__"):
+        raise ValueError(
+            f"X must be a sequence with a length (list, tuple, array), got "
+            f"{type(X).__name__}; materialise generators with list(X)."
+        )
+    if hasattr(X, "iloc"):  # pandas Series: index by position, not by label
+        X = X.to_numpy()
+    if not isinstance(X, (Sequence, np.ndarray)):
+        raise ValueError(
+            f"X must be a sequence of images, got {type(X).__name__}."
+        )
+    X = list(X)
+    if not X:
+        raise ValueError("X is empty: at least one image is required.")
+    return X
+
+
+def describe(item):
+    """A short, readable name for an input item in error messages."""
+    if isinstance(item, (str, os.PathLike)):
+        return repr(os.fspath(item))
+    if isinstance(item, Image.Image):
+        return f"PIL image {item.mode} {item.size[0]}x{item.size[1]}"
+    if isinstance(item, np.ndarray):
+        return f"array {item.dtype} {item.shape}"
+    return f"object of type {type(item).__name__}"
+
+
+def _flatten_alpha(image):
+    # Transparent pixels often hold arbitrary colours; show them as white.
+    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+
+
+def _to_rgb(image):
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        # 16-bit and float greyscale: rescale instead of clipping to 255.
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        return _flatten_alpha(image)
+    return image.convert("RGB")
+
+
+def _array_to_image(array):
+    if array.dtype != np.uint8:
+        raise ValueError(
+            f"arrays must be uint8 (0-255), got dtype {array.dtype}; "
+            "convert with (array * 255).round().astype(np.uint8) if in [0, 1]"
+        )
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        return Image.fromarray(array, mode="L")
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        return Image.fromarray(array, mode="RGB" if array.shape[-1] == 3 else "RGBA")
+    raise ValueError(
+        f"arrays must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+        f"got {array.shape}"
+    )
+
+
+def load_image(item):
+    """Decode one input (path, PIL image or uint8 array) to an RGB PIL image.
+
+    EXIF orientation is applied. Raises ``ValueError`` or ``OSError`` with a
+    readable reason; callers collect these per item.
+    """
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        if not path.exists():
+            raise FileNotFoundError("file does not exist")
+        if path.is_dir():
+            raise IsADirectoryError("is a directory, not an image file")
+        if path.stat().st_size == 0:
+            raise ValueError("file is empty")
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened)
+                if image is opened:
+                    image = opened.copy()
+        except UnidentifiedImageError:
+            raise ValueError("not an image file Pillow can read") from None
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"image too large (decompression bomb): {exc}") from None
+        except OSError as exc:
+            raise ValueError(f"corrupt or truncated image: {exc}") from None
+    elif isinstance(item, Image.Image):
+        image = ImageOps.exif_transpose(item)
+    elif isinstance(item, np.ndarray):
+        image = _array_to_image(item)
+    else:
+        raise TypeError(
+            "unsupported input type; expected a file path, PIL image or uint8 array"
+        )
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"image has zero size {image.size}")
+    return _to_rgb(image)
+
+
+def load_image_folder(folder, *, extensions=IMAGE_EXTENSIONS):
+    """List the images of a folder laid out as one sub-folder per class.
+
+    Parameters
+    ----------
+    folder : str or path
+        ``folder/<class name>/<image file>``; files directly inside
+        ``folder`` are ignored, sub-folders are searched recursively.
+    extensions : set of str
+        Lower-case file suffixes treated as images.
+
+    Returns
+    -------
+    paths : list of str
+        Image file paths, sorted.
+    labels : list of str
+        The class (sub-folder name) of each path.
+
+    Examples
+    --------
+    >>> from sklearn_clip import load_image_folder
+    >>> paths, labels = load_image_folder("photos/")  # doctest: +SKIP
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"{os.fspath(folder)!r} is not a directory")
+    paths, labels = [], []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(class_dir.rglob("*")):
+            if path.is_file() and path.suffix.lower() in extensions:
+                paths.append(os.fspath(path))
+                labels.append(class_dir.name)
+    if not paths:
+        raise ValueError(
+            f"No images found in {os.fspath(folder)!r}: expected one sub-folder "
+            f"per class holding files with suffixes {sorted(extensions)}."
+        )
+    return paths, labels

@@ -1,0 +1,33 @@
+"""Parameter constraints and input checks shared by the estimators."""
+
+import os
+
+import numpy as np
+from sklearn.utils._param_validation import StrOptions
+
+DEVICE_CONSTRAINT = [str]
+PRECISION_CONSTRAINT = [StrOptions({"auto", "fp32", "bf16", "fp16"})]
+PRETRAINED_CONSTRAINT = [str, os.PathLike, None]
+TEMPLATES_CONSTRAINT = [str, list, tuple]
+CLASS_NAMES_CONSTRAINT = [dict, list, tuple, None]
+TEXT_FEATURES_CONSTRAINT = ["array-like", None]
+
+
+def check_text_features(text_features, n_classes, n_features):
+    """Validate user-given class text embeddings and L2-normalise the rows."""
+    text_features = np.asarray(text_features, dtype=np.float32)
+    if text_features.shape != (n_classes, n_features):
+        raise ValueError(
+            f"text_features must have shape (n_classes, n_features) = "
+            f"({n_classes}, {n_features}) with rows in classes_ order, got "
+            f"{text_features.shape}."
+        )
+    if not np.all(np.isfinite(text_features)):
+        raise ValueError("text_features contains NaN or infinite values.")
+    norms = np.linalg.norm(text_features, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("text_features has an all-zero row.")
+    # Rows that are unit-norm up to storage rounding (float16 files) are kept
+    # as given, so results match computations on the stored features.
+    off = np.abs(norms - 1.0) > 1e-3
+    return np.where(off, text_features / norms, text_features)
