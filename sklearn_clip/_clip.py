@@ -169,7 +169,7 @@ def load_clip(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto"):
     Examples
     --------
     >>> from sklearn_clip import load_clip
-    >>> clip = load_clip("sklearn-clip-tiny", pretrained=None, device="cpu")  # doctest: +SKIP
+    >>> clip = load_clip("sklearn-clip-tiny", pretrained=None, device="cpu")
     >>> clip.image_size
     (64, 64)
     """

@@ -76,7 +76,7 @@ def encode_class_names(
     --------
     >>> from sklearn_clip import encode_class_names
     >>> text = encode_class_names(["cat", "dog"], model="sklearn-clip-tiny",
-    ...                           pretrained=None, device="cpu")  # doctest: +SKIP
+    ...                           pretrained=None, device="cpu")
     >>> text.shape
     (2, 64)
     """
