@@ -9,19 +9,26 @@ from ._clip import (
 )
 from ._featurizer import CLIPFeaturizer
 from ._images import ImageLoadError, load_image, load_image_folder
+from ._linear_probe import LinearProbeClassifier
 from ._model_selection import few_shot_indices, sample_few_shot
 from ._text import TEMPLATES, encode_class_names
+from ._text_heads import AttentionProbeClassifier, CLIPAdapterClassifier
 from ._zero_shot import ZeroShotClassifier
+from ._zero_shot_logits import ZeroShotLogits
 
 __version__ = "0.1.0"
 
 __all__ = [
     "TEMPLATES",
     "TINY_MODEL",
+    "AttentionProbeClassifier",
+    "CLIPAdapterClassifier",
     "CLIPFeaturizer",
     "CLIPWeightsUnavailableError",
     "ImageLoadError",
+    "LinearProbeClassifier",
     "ZeroShotClassifier",
+    "ZeroShotLogits",
     "clear_clip_cache",
     "encode_class_names",
     "few_shot_indices",

@@ -1,0 +1,257 @@
+"""Shared base of the trainable heads on CLIP embeddings, trained with skorch."""
+
+import contextlib
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EarlyStopping
+from skorch.dataset import ValidSplit
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._base import ClassifierOutputMixin, encode_labels, validate_embeddings
+from ._clip import resolve_device
+from ._validation import DEVICE_CONSTRAINT
+
+TRAINING_PARAMETER_CONSTRAINTS = {
+    "solver": [StrOptions({"lbfgs", "adamw"})],
+    "alpha": [Interval(Real, 0, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither"), None],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"full"})],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "warm_start": ["boolean"],
+    "device": DEVICE_CONSTRAINT,
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
+
+# Inner iterations per L-BFGS step; one skorch epoch is one step. The
+# optimiser keeps its curvature history across steps.
+_LBFGS_ITERATIONS = 10
+_DEFAULT_LR = {"lbfgs": 1.0, "adamw": 1e-3}
+
+
+def batch_norm_layer(n_features, affine=True):
+    """BatchNorm whose running statistics are the plain average over batches.
+
+    With the default momentum (0.1) the running statistics start at mean 0,
+    variance 1 and need ~50 updates to forget that; full-batch training makes
+    only tens of updates, and CLIP features have per-dimension variances near
+    1 / 512, so evaluation-mode outputs would be far off. A cumulative average
+    is exact after one full batch.
+    """
+    return torch.nn.BatchNorm1d(n_features, affine=affine, momentum=None)
+
+
+class FullBatchIterator:
+    """skorch iterator yielding the whole dataset as one batch.
+
+    The default DataLoader would index and re-stack every row each epoch,
+    which costs more than a full-batch step on CLIP features.
+    """
+
+    def __init__(self, dataset, **_):
+        self.dataset = dataset
+
+    def __iter__(self):
+        data = self.dataset
+        if isinstance(data, torch.utils.data.Subset):  # after a validation split
+            rows = torch.as_tensor(data.indices)
+            yield data.dataset.X[rows], data.dataset.y[rows]
+        else:
+            yield data.X, data.y
+
+    def __len__(self):
+        return 1
+
+
+class HeadNet(NeuralNetClassifier):
+    """skorch classifier adding an L2 penalty on the module's head weights.
+
+    The penalty ``alpha / (2 n_samples) * ||W||^2`` on the mean loss equals
+    ``alpha / 2 * ||W||^2`` on the summed loss, the scale of scikit-learn's
+    ``1 / C``, so one ``alpha`` means the same at every shot count.
+    """
+
+    def __init__(self, *args, alpha=0.0, n_samples=1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha = alpha
+        self.n_samples = n_samples
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if training and self.alpha > 0:
+            squares = sum(w.pow(2).sum() for w in self.module_.penalized_weights())
+            loss = loss + self.alpha / (2 * self.n_samples) * squares
+        return loss
+
+
+class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseEstimator):
+    """Base of the skorch-trained heads; subclasses define ``_build_module``.
+
+    Handles input validation, label encoding (any labels; ``predict`` returns
+    them), seeding, device resolution, the skorch net (``net_``), optional
+    early stopping on a seeded, stratified validation fraction, ``warm_start``
+    and ``partial_fit``. Nothing is held out unless ``early_stopping=True``.
+    """
+
+    _parameter_constraints = dict(TRAINING_PARAMETER_CONSTRAINTS)
+
+    # -- subclass interface -------------------------------------------------
+    def _build_module(self, n_features, n_classes):
+        raise NotImplementedError
+
+    def _prepare_fit(self, X, y):
+        """Hook run after ``classes_`` is set (text heads embed class names)."""
+
+    # -- fitting --------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the head on embeddings.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Image embeddings.
+        y : array-like of shape (n_samples,)
+            Labels of any type (strings, non-contiguous integers, ...).
+
+        Returns
+        -------
+        self
+        """
+        X, y = validate_embeddings(self, X, y, reset=not self._continuing())
+        if self._continuing():
+            y_encoded = self._encode_known(y)
+        else:
+            self.classes_, y_encoded = encode_labels(y)
+            if len(self.classes_) < 2:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least 2 classes; "
+                    f"got 1 class: {self.classes_.tolist()}"
+                )
+            self._prepare_fit(X, y)
+        with self._seeded():
+            if not self._continuing():
+                self.net_ = self._new_net(len(y))
+            self._train(X, y_encoded, epochs=None)
+        return self
+
+    def partial_fit(self, X, y, classes=None):
+        """Train for one more epoch, starting from the current weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like, default=None
+            All labels that will ever occur; required on the first call
+            unless ``y`` already contains every class.
+
+        Returns
+        -------
+        self
+        """
+        first = not hasattr(self, "net_")
+        if first:
+            self._validate_params()
+        X, y = validate_embeddings(self, X, y, reset=first)
+        if first:
+            self.classes_, _ = encode_labels(y if classes is None else np.asarray(classes))
+            self._prepare_fit(X, y)
+        with self._seeded():
+            if first:
+                self.net_ = self._new_net(len(y))
+            self._train(X, self._encode_known(y), epochs=1)
+        return self
+
+    def _continuing(self):
+        return self.warm_start and hasattr(self, "net_")
+
+    def _encode_known(self, y):
+        y = np.asarray(y)
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if unknown.size:
+            raise ValueError(
+                f"y contains labels not seen in the first fit: {unknown.tolist()}"
+            )
+        return np.searchsorted(self.classes_, y)
+
+    @contextlib.contextmanager
+    def _seeded(self):
+        """Seed torch for initialisation and shuffling without touching the
+        caller's global RNG state."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed())
+            yield
+
+    def _seed(self):
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _new_net(self, n_samples):
+        solver = self.solver
+        lr = _DEFAULT_LR[solver] if self.lr is None else self.lr
+        if solver == "lbfgs":
+            optimizer = torch.optim.LBFGS
+            optimizer_kwargs = dict(
+                optimizer__max_iter=_LBFGS_ITERATIONS,
+                optimizer__history_size=10,
+                optimizer__line_search_fn="strong_wolfe",
+            )
+        else:
+            optimizer, optimizer_kwargs = torch.optim.AdamW, {}
+        callbacks = []
+        train_split = None
+        if self.early_stopping:
+            train_split = ValidSplit(
+                self.validation_fraction, stratified=True, random_state=self._seed()
+            )
+            callbacks.append(
+                ("early_stopping", EarlyStopping(patience=self.n_iter_no_change,
+                                                 load_best=True))
+            )
+        full = self.batch_size == "full"
+        return HeadNet(
+            module=self._build_module(self.n_features_in_, len(self.classes_)),
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=self.max_epochs,
+            batch_size=-1 if full else self.batch_size,
+            iterator_train=FullBatchIterator if full else torch.utils.data.DataLoader,
+            iterator_train__shuffle=not full,
+            train_split=train_split,
+            callbacks=callbacks,
+            device=resolve_device(self.device).type,
+            verbose=self.verbose,
+            alpha=self.alpha,
+            n_samples=n_samples,
+            **optimizer_kwargs,
+        )
+
+    def _train(self, X, y_encoded, epochs):
+        X_tensor = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        y_tensor = torch.as_tensor(y_encoded, dtype=torch.int64)
+        # partial_fit initialises a new net and continues a warm one;
+        # epochs=None means max_epochs.
+        self.net_.partial_fit(X_tensor, y_tensor, epochs=epochs)
+        if not self.warm_start and epochs is None:
+            # L-BFGS keeps ~20 weight-sized vectors of history: dropping them
+            # keeps pickles small; only continued training would need them.
+            self.net_.optimizer_.state.clear()
+
+    # -- prediction -------------------------------------------------------------
+    def _logits(self, X):
+        X_tensor = torch.as_tensor(np.asarray(X, dtype=np.float32))
+        return self.net_.forward(X_tensor).numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags

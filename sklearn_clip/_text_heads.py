@@ -1,0 +1,325 @@
+"""Trainable heads that use class text embeddings: attention probe, CLIP-Adapter."""
+
+import math
+from numbers import Integral, Real
+
+import torch
+from sklearn.utils._param_validation import Interval
+from torch import nn
+
+from ._base import TextClassesMixin
+from ._heads import EmbeddingHeadClassifier, batch_norm_layer
+from ._zero_shot import TEXT_PARAMETER_CONSTRAINTS
+
+
+class TextHeadClassifier(TextClassesMixin, EmbeddingHeadClassifier):
+    """A trainable head that embeds the class names before training."""
+
+    _parameter_constraints = {
+        **EmbeddingHeadClassifier._parameter_constraints,
+        **TEXT_PARAMETER_CONSTRAINTS,
+    }
+
+    def _prepare_fit(self, X, y):
+        self._fit_text(self.classes_)
+
+    def _text_tensor(self):
+        return torch.as_tensor(self.text_features_, dtype=torch.float32)
+
+
+class AttentionProbeModule(nn.Module):
+    """``x = BN1(img)``, ``t = BN2(text)``, ``a = softmax(x t^T / sqrt(C)) t``,
+    ``x = (1 - ratio) x + ratio a``, ``logits = Linear(BN3(x))``."""
+
+    def __init__(self, text, ratio, pre_bn, post_bn):
+        super().__init__()
+        n_classes, n_features = text.shape
+        self.register_buffer("text", text)
+        self.ratio = ratio
+        self.image_norm = batch_norm_layer(n_features) if pre_bn else nn.Identity()
+        self.text_norm = batch_norm_layer(n_features) if pre_bn else nn.Identity()
+        self.post_norm = batch_norm_layer(n_features) if post_bn else nn.Identity()
+        self.linear = nn.Linear(n_features, n_classes)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, X):
+        x = self.image_norm(X)
+        t = self.text_norm(self.text)
+        attention = torch.softmax(x @ t.T / math.sqrt(x.shape[1]), dim=1)
+        x = (1 - self.ratio) * x + self.ratio * (attention @ t)
+        return self.linear(self.post_norm(x))
+
+    def penalized_weights(self):
+        return [self.linear.weight]
+
+
+class AttentionProbeClassifier(TextHeadClassifier):
+    """Linear probe with a parameter-free cross-attention branch to class text.
+
+    Each image embedding attends over the class text embeddings; the
+    attention output is mixed into the embedding by ``ratio`` before a
+    BatchNorm + linear classifier (the seed study's main idea; it beats a
+    plain probe at every shot count, most at few shots).
+
+    Parameters
+    ----------
+    ratio : float, default=0.4
+        Weight of the attention branch.
+    pre_bn : bool, default=True
+        BatchNorm on the image embeddings and on the class text rows before
+        attention.
+    post_bn : bool, default=True
+        BatchNorm before the linear layer.
+    model, pretrained, templates, class_names, text_features, logit_scale, precision
+        Where the class text embeddings come from; see
+        :class:`ZeroShotClassifier`. With ``text_features`` no CLIP is loaded.
+    solver, alpha, lr, max_epochs, batch_size, early_stopping, validation_fraction, \
+n_iter_no_change, warm_start, device, random_state, verbose
+        Training, as in :class:`LinearProbeClassifier` (defaults: L-BFGS,
+        ``alpha=1.0``, 3 epochs of 10 iterations, full batch).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    text_features_ : ndarray of shape (n_classes, n_features)
+    logit_scale_ : float
+        Unused by this head's logits; kept for open-vocabulary siblings.
+    net_ : skorch.NeuralNetClassifier
+    n_features_in_ : int
+
+    See Also
+    --------
+    LinearProbeClassifier : The same head without the attention branch.
+    CLIPAdapterClassifier : Text-based logits, open vocabulary.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_clip import AttentionProbeClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> text = np.eye(2, 8)
+    >>> X = np.vstack([text[0] + 0.3 * rng.normal(size=(10, 8)),
+    ...                text[1] + 0.3 * rng.normal(size=(10, 8))])
+    >>> y = ["ant"] * 10 + ["bee"] * 10
+    >>> clf = AttentionProbeClassifier(text_features=text, random_state=0).fit(X, y)
+    >>> clf.score(X, y)
+    1.0
+    """
+
+    _parameter_constraints = {
+        **TextHeadClassifier._parameter_constraints,
+        "ratio": [Interval(Real, 0, 1, closed="both")],
+        "pre_bn": ["boolean"],
+        "post_bn": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        ratio=0.4,
+        pre_bn=True,
+        post_bn=True,
+        *,
+        model="ViT-B-32",
+        pretrained="laion2b_s34b_b79k",
+        templates="simple",
+        class_names=None,
+        text_features=None,
+        logit_scale=None,
+        precision="auto",
+        solver="lbfgs",
+        alpha=1.0,
+        lr=None,
+        max_epochs=3,
+        batch_size="full",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        warm_start=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.ratio = ratio
+        self.pre_bn = pre_bn
+        self.post_bn = post_bn
+        self.model = model
+        self.pretrained = pretrained
+        self.templates = templates
+        self.class_names = class_names
+        self.text_features = text_features
+        self.logit_scale = logit_scale
+        self.precision = precision
+        self.solver = solver
+        self.alpha = alpha
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _build_module(self, n_features, n_classes):
+        return AttentionProbeModule(
+            self._text_tensor(), self.ratio, self.pre_bn, self.post_bn
+        )
+
+    def with_classes(self, *args, **kwargs):
+        raise AttributeError(
+            "AttentionProbeClassifier has one output per training class and "
+            "cannot predict over new classes; use CLIPAdapterClassifier or "
+            "ZeroShotClassifier for open-vocabulary prediction."
+        )
+
+
+class CLIPAdapterModule(nn.Module):
+    """``x = BN(img)``; ``a = ReLU(W2 ReLU(W1 x))``; ``x = (1 - r) x + r a``;
+    ``logits = scale * normalize(x) @ text^T``."""
+
+    def __init__(self, text, ratio, reduction, batch_norm, logit_scale):
+        super().__init__()
+        n_features = text.shape[1]
+        hidden = max(1, n_features // reduction)
+        self.register_buffer("text", text)
+        self.ratio = ratio
+        self.logit_scale = logit_scale
+        self.norm = batch_norm_layer(n_features) if batch_norm else nn.Identity()
+        self.down = nn.Linear(n_features, hidden, bias=False)
+        self.up = nn.Linear(hidden, n_features, bias=False)
+
+    def forward(self, X):
+        x = self.norm(X)
+        adapted = torch.relu(self.up(torch.relu(self.down(x))))
+        x = (1 - self.ratio) * x + self.ratio * adapted
+        x = nn.functional.normalize(x, dim=1)
+        return self.logit_scale * x @ self.text.T
+
+    def penalized_weights(self):
+        return [self.down.weight, self.up.weight]
+
+
+class CLIPAdapterClassifier(TextHeadClassifier):
+    """CLIP-Adapter: a residual bottleneck MLP on the image embedding, with
+    logits from cosine similarity to the class text embeddings.
+
+    Because the logits come from text, the fitted adapter predicts over any
+    list of class names: see :meth:`with_classes`.
+
+    Parameters
+    ----------
+    ratio : float, default=0.2
+        Residual ratio: weight of the adapter output.
+    reduction : int, default=4
+        Bottleneck factor (hidden width ``n_features // reduction``).
+    batch_norm : bool, default=False
+        BatchNorm on the image embedding first, as in the seed study's
+        variant. Off by default: standardising moves the embedding away from
+        CLIP's text space, which costs accuracy at few shots.
+    model, pretrained, templates, class_names, text_features, logit_scale, precision
+        Class text embeddings and temperature; see :class:`ZeroShotClassifier`.
+    solver : {"lbfgs", "adamw"}, default="adamw"
+    alpha : float, default=0.0
+    lr : float, default=None
+        None means 1e-3 for AdamW, 1.0 for L-BFGS.
+    max_epochs : int, default=50
+    batch_size, early_stopping, validation_fraction, n_iter_no_change, \
+warm_start, device, random_state, verbose
+        Training, as in :class:`LinearProbeClassifier`.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    text_features_ : ndarray of shape (n_classes, n_features)
+    logit_scale_ : float
+    net_ : skorch.NeuralNetClassifier
+    n_features_in_ : int
+
+    See Also
+    --------
+    ZeroShotClassifier : The same logits without an adapter.
+
+    References
+    ----------
+    .. [1] Gao et al., "CLIP-Adapter: Better Vision-Language Models with
+       Feature Adapters", IJCV 2023 (arXiv:2110.04544).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_clip import CLIPAdapterClassifier
+    >>> text = np.eye(3, 8)
+    >>> X = text[[0, 1, 2] * 4] + 0.05
+    >>> y = ["ant", "bee", "wasp"] * 4
+    >>> clf = CLIPAdapterClassifier(text_features=text, random_state=0).fit(X, y)
+    >>> clf.score(X, y)
+    1.0
+    """
+
+    _parameter_constraints = {
+        **TextHeadClassifier._parameter_constraints,
+        "ratio": [Interval(Real, 0, 1, closed="both")],
+        "reduction": [Interval(Integral, 1, None, closed="left")],
+        "batch_norm": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        ratio=0.2,
+        reduction=4,
+        batch_norm=False,
+        *,
+        model="ViT-B-32",
+        pretrained="laion2b_s34b_b79k",
+        templates="simple",
+        class_names=None,
+        text_features=None,
+        logit_scale=None,
+        precision="auto",
+        solver="adamw",
+        alpha=0.0,
+        lr=None,
+        max_epochs=50,
+        batch_size="full",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        warm_start=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.ratio = ratio
+        self.reduction = reduction
+        self.batch_norm = batch_norm
+        self.model = model
+        self.pretrained = pretrained
+        self.templates = templates
+        self.class_names = class_names
+        self.text_features = text_features
+        self.logit_scale = logit_scale
+        self.precision = precision
+        self.solver = solver
+        self.alpha = alpha
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _build_module(self, n_features, n_classes):
+        return CLIPAdapterModule(
+            self._text_tensor(), self.ratio, self.reduction, self.batch_norm,
+            self.logit_scale_,
+        )
+
+    def _on_classes_changed(self):
+        self.net_.module_.text = self._text_tensor().to(self.net_.module_.text.device)
