@@ -109,7 +109,10 @@ def _create(model, pretrained, device):
             UserWarning,
             stacklevel=4,
         )
-        return open_clip.create_model_and_transforms(model, device=device)
+        # Fixed seed: the same random model in every process and test order.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return open_clip.create_model_and_transforms(model, device=device)
 
     pretrained = os.fspath(pretrained)
     is_file = os.path.isfile(pretrained)

@@ -82,3 +82,16 @@ def test_tiny_config_is_registered_in_fresh_worker_processes():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[True, True]"
+
+
+def test_random_weights_are_the_same_in_every_process():
+    code = (
+        "import torch, sklearn_clip\n"
+        "torch.rand(7)\n"  # a different global RNG state than this process
+        "m = sklearn_clip.load_clip('sklearn-clip-tiny', None, 'cpu').model\n"
+        "print(float(sum(p.double().sum() for p in m.parameters())))\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code],
+                         capture_output=True, text=True, check=True)
+    here = float(sum(p.double().sum() for p in load_clip(**TINY).model.parameters()))
+    assert float(out.stdout) == here
