@@ -163,6 +163,15 @@ class TextClassesMixin:
         )
         return text, float(scale)
 
+    def _fit_classes_and_text(self, X, y):
+        """``fit`` of the text-only estimators: validate, record classes, embed names."""
+        X, y = validate_embeddings(self, X, y, reset=True)
+        self.classes_, _ = encode_labels(y)
+        self._fit_text(self.classes_)
+
+    def _zero_shot_logits(self, X):
+        return self.logit_scale_ * l2_normalize(X) @ self.text_features_.T
+
     def _fit_text(self, classes):
         self.text_features_, self.logit_scale_ = self._class_text(
             classes, self.n_features_in_, self.class_names, self.text_features

@@ -8,9 +8,6 @@ from sklearn.utils._param_validation import Interval
 from ._base import (
     ClassifierOutputMixin,
     TextClassesMixin,
-    encode_labels,
-    l2_normalize,
-    validate_embeddings,
 )
 from ._validation import (
     CLASS_NAMES_CONSTRAINT,
@@ -138,13 +135,11 @@ class ZeroShotClassifier(
         -------
         self : ZeroShotClassifier
         """
-        X, y = validate_embeddings(self, X, y, reset=True)
-        self.classes_, _ = encode_labels(y)
-        self._fit_text(self.classes_)
+        self._fit_classes_and_text(X, y)
         return self
 
     def _logits(self, X):
-        return self.logit_scale_ * l2_normalize(X) @ self.text_features_.T
+        return self._zero_shot_logits(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -4,7 +4,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 
-from ._base import TextClassesMixin, encode_labels, l2_normalize, validate_embeddings
+from ._base import TextClassesMixin, validate_embeddings
 from ._zero_shot import TEXT_PARAMETER_CONSTRAINTS
 
 
@@ -82,9 +82,7 @@ device, precision
         -------
         self : ZeroShotLogits
         """
-        X, y = validate_embeddings(self, X, y, reset=True)
-        self.classes_, _ = encode_labels(y)
-        self._fit_text(self.classes_)
+        self._fit_classes_and_text(X, y)
         return self
 
     def transform(self, X):
@@ -100,7 +98,7 @@ device, precision
         """
         check_is_fitted(self)
         X = validate_embeddings(self, X, reset=False)
-        logits = self.logit_scale_ * l2_normalize(X) @ self.text_features_.T
+        logits = self._zero_shot_logits(X)
         return np.hstack([X, logits.astype(X.dtype)]) if self.append else logits
 
     def get_feature_names_out(self, input_features=None):
