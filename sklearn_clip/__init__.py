@@ -8,13 +8,16 @@ from ._clip import (
     resolve_device,
 )
 from ._featurizer import CLIPFeaturizer
+from ._gda import GDAClassifier
 from ._images import ImageLoadError, load_image, load_image_folder
 from ._linear_probe import LinearProbeClassifier
-from ._model_selection import few_shot_indices, sample_few_shot
+from ._model_selection import FewShotSplit, few_shot_indices, sample_few_shot
 from ._text import TEMPLATES, encode_class_names
 from ._text_heads import AttentionProbeClassifier, CLIPAdapterClassifier
+from ._tip_adapter import TipAdapterClassifier
 from ._zero_shot import ZeroShotClassifier
 from ._zero_shot_logits import ZeroShotLogits
+from ._zs_linear_probe import ZSLinearProbeClassifier
 
 __version__ = "0.1.0"
 
@@ -25,9 +28,13 @@ __all__ = [
     "CLIPAdapterClassifier",
     "CLIPFeaturizer",
     "CLIPWeightsUnavailableError",
+    "FewShotSplit",
+    "GDAClassifier",
     "ImageLoadError",
     "LinearProbeClassifier",
+    "TipAdapterClassifier",
     "ZeroShotClassifier",
+    "ZSLinearProbeClassifier",
     "ZeroShotLogits",
     "clear_clip_cache",
     "encode_class_names",

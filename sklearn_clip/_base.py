@@ -1,5 +1,7 @@
 """Machinery shared by the classifiers: labels, class text embeddings, logits."""
 
+import warnings
+
 import copy
 
 import numpy as np
@@ -21,7 +23,10 @@ def encode_labels(y):
     Classes are sorted as :func:`numpy.unique` sorts them, which is the order
     of ``classes_`` and of ``predict_proba`` columns everywhere.
     """
-    check_classification_targets(y)
+    with warnings.catch_warnings():
+        # One sample per class is the normal 1-shot case, not a regression target.
+        warnings.filterwarnings("ignore", message=".*could represent a regression")
+        check_classification_targets(y)
     try:
         classes, encoded = np.unique(y, return_inverse=True)
     except TypeError as exc:

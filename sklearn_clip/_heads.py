@@ -34,7 +34,6 @@ TRAINING_PARAMETER_CONSTRAINTS = {
 # Inner iterations per L-BFGS step; one skorch epoch is one step. The
 # optimiser keeps its curvature history across steps.
 _LBFGS_ITERATIONS = 10
-_DEFAULT_LR = {"lbfgs": 1.0, "adamw": 1e-3}
 
 
 def batch_norm_layer(n_features, affine=True):
@@ -102,6 +101,8 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseEstima
     """
 
     _parameter_constraints = dict(TRAINING_PARAMETER_CONSTRAINTS)
+    # Learning rate per solver when ``lr=None``; heads may override.
+    _default_lr = {"lbfgs": 1.0, "adamw": 1e-3}
 
     # -- subclass interface -------------------------------------------------
     def _build_module(self, n_features, n_classes):
@@ -196,7 +197,7 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseEstima
 
     def _new_net(self, n_samples):
         solver = self.solver
-        lr = _DEFAULT_LR[solver] if self.lr is None else self.lr
+        lr = self._default_lr[solver] if self.lr is None else self.lr
         if solver == "lbfgs":
             optimizer = torch.optim.LBFGS
             optimizer_kwargs = dict(

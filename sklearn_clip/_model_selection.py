@@ -94,3 +94,76 @@ def sample_few_shot(X, y, n_shots, random_state=None):
     else:
         X_few = [X[i] for i in indices]
     return X_few, np.asarray(y)[indices]
+
+
+class FewShotSplit:
+    """Cross-validation splitter for few-shot model selection.
+
+    Each split trains on ``n_shots`` randomly drawn samples per class and
+    validates on the rest of the data it is given. Give it only your
+    labelled pool (never the test set): ``GridSearchCV(head,
+    grid, cv=FewShotSplit(4))`` then selects hyperparameters the way they
+    will be used, with ``n_shots`` examples per class, and the test split
+    stays untouched.
+
+    Parameters
+    ----------
+    n_shots : int
+        Training samples per class in each split.
+    n_splits : int, default=5
+        Number of random splits.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the draws; an int makes the splits reproducible.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_clip import FewShotSplit
+    >>> y = np.repeat([0, 1, 2], 4)
+    >>> cv = FewShotSplit(n_shots=1, n_splits=2, random_state=0)
+    >>> [(len(train), len(valid)) for train, valid in cv.split(y, y)]
+    [(3, 9), (3, 9)]
+    """
+
+    def __init__(self, n_shots, n_splits=5, random_state=None):
+        if not isinstance(n_shots, Integral) or n_shots < 1:
+            raise ValueError(f"n_shots must be a positive integer, got {n_shots!r}")
+        if not isinstance(n_splits, Integral) or n_splits < 1:
+            raise ValueError(f"n_splits must be a positive integer, got {n_splits!r}")
+        self.n_shots = n_shots
+        self.n_splits = n_splits
+        self.random_state = random_state
+
+    def split(self, X, y, groups=None):
+        """Yield ``(train, validation)`` index arrays.
+
+        Raises
+        ------
+        ValueError
+            If a class has no more than ``n_shots`` samples: nothing would be
+            left to validate it on.
+        """
+        y = np.asarray(y)
+        labels, counts = np.unique(y, return_counts=True)
+        short = labels[counts <= self.n_shots]
+        if short.size:
+            raise ValueError(
+                f"FewShotSplit(n_shots={self.n_shots}) needs more than "
+                f"{self.n_shots} samples of every class to leave some for "
+                f"validation; these classes have too few: {short[:10].tolist()}"
+            )
+        rng = check_random_state(self.random_state)
+        every = np.arange(len(y))
+        for _ in range(self.n_splits):
+            train = few_shot_indices(y, self.n_shots, random_state=rng)
+            yield train, np.setdiff1d(every, train)
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        """Number of splits."""
+        return self.n_splits
+
+    def __repr__(self):
+        return (
+            f"FewShotSplit(n_shots={self.n_shots}, n_splits={self.n_splits}, "
+            f"random_state={self.random_state!r})"
+        )

@@ -6,7 +6,10 @@ from sklearn_clip import (
     AttentionProbeClassifier,
     CLIPAdapterClassifier,
     CLIPFeaturizer,
+    GDAClassifier,
     LinearProbeClassifier,
+    TipAdapterClassifier,
+    ZSLinearProbeClassifier,
     ZeroShotClassifier,
     ZeroShotLogits,
 )
@@ -40,7 +43,7 @@ _ZERO_SHOT_FITTING_CHECKS = [
     "check_transformer_general", "check_transformer_preserve_dtypes",
 ]
 _TEXT_BASED = (ZeroShotClassifier, ZeroShotLogits, AttentionProbeClassifier,
-               CLIPAdapterClassifier)
+               CLIPAdapterClassifier, TipAdapterClassifier, ZSLinearProbeClassifier)
 
 
 def _expected_failed_checks(estimator):
@@ -63,6 +66,9 @@ def _expected_failed_checks(estimator):
         LinearProbeClassifier(device="cpu", random_state=0),
         AttentionProbeClassifier(**TINY, random_state=0),
         CLIPAdapterClassifier(**TINY, random_state=0),
+        TipAdapterClassifier(**TINY),
+        ZSLinearProbeClassifier(**TINY, random_state=0),
+        GDAClassifier(),
     ],
     expected_failed_checks=_expected_failed_checks,
 )

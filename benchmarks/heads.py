@@ -1,0 +1,181 @@
+"""Trainable heads: package defaults against the seed study's training recipe.
+
+For each head (linear probe, attention probe, CLIP-Adapter), shot count and
+few-shot sampling seed, fit the head twice on the same training set - with
+the package defaults and with the seed recipe (AdamW lr 1e-4, batch 32, 200
+epochs for the linear probe, 400 for the others, judged on the last epoch) -
+and score both on the test split. Nothing is selected on the test split.
+
+    python benchmarks/heads.py                 # 3 seeds, ~45 min on 2 CPU cores
+    python benchmarks/heads.py --seeds 1       # quick mode
+
+Prints a Markdown table (mean +- std accuracy, mean fit seconds, speed-up)
+and writes ``heads.json`` and ``heads.png`` to ``--out``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from sklearn_clip import (
+    AttentionProbeClassifier,
+    CLIPAdapterClassifier,
+    LinearProbeClassifier,
+    ZeroShotClassifier,
+    few_shot_indices,
+)
+from sklearn_clip.bench import load_features
+
+DEFAULT_FEATURES = (
+    Path(__file__).resolve().parents[2]
+    / "shared/data/features/clip-vit-b32/stanford_cars.npz"
+)
+
+
+def seed_recipe(epochs):
+    return dict(solver="adamw", lr=1e-4, batch_size=32, max_epochs=epochs, alpha=0.0)
+
+
+# name -> (estimator class, constructor for the defaults, seed-recipe params)
+HEADS = {
+    "linear probe": (LinearProbeClassifier, {}, dict(batch_norm=True, **seed_recipe(200))),
+    "attention probe": (
+        AttentionProbeClassifier,
+        {},
+        dict(ratio=0.4, pre_bn=True, post_bn=True, **seed_recipe(400)),
+    ),
+    "CLIP-Adapter": (
+        CLIPAdapterClassifier,
+        {},
+        dict(ratio=0.2, batch_norm=True, **seed_recipe(400)),
+    ),
+}
+
+
+def build(head, variant, text):
+    cls, defaults, recipe = HEADS[head]
+    params = defaults if variant == "defaults" else recipe
+    if cls is not LinearProbeClassifier:
+        params = dict(params, text_features=text)
+    return cls(device="cpu", random_state=0, **params)
+
+
+def fit_score(estimator, X, y, X_test, y_test):
+    start = time.perf_counter()
+    estimator.fit(X, y)
+    seconds = time.perf_counter() - start
+    return float(estimator.score(X_test, y_test)), seconds
+
+
+def machine():
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU"
+    )
+
+
+def run(data, heads, shots, seeds, out):
+    records = []
+    jobs = [(n, s, h) for n in shots for s in range(seeds) for h in heads]
+    for n_shots, seed, head in tqdm(jobs, desc="heads"):
+        rows = few_shot_indices(data["y_train"], n_shots, random_state=seed)
+        X, y = data["X_train"][rows], data["y_train"][rows]
+        for variant in ("defaults", "seed recipe"):
+            accuracy, seconds = fit_score(
+                build(head, variant, data["text_features"]), X, y,
+                data["X_test"], data["y_test"],
+            )
+            records.append(dict(head=head, variant=variant, shots=n_shots, seed=seed,
+                                accuracy=accuracy, fit_seconds=seconds))
+        # Written after every job: an interrupted run keeps what it measured.
+        (out / "heads.json").write_text(json.dumps(
+            {"machine": machine(), "records": records}, indent=1))
+    return records
+
+
+def summarize(records):
+    table = {}
+    for r in records:
+        key = (r["head"], r["shots"])
+        table.setdefault(key, {}).setdefault(r["variant"], []).append(r)
+    lines = [
+        "| head | shots | defaults (%) | seed recipe (%) | difference | "
+        "defaults fit (s) | seed recipe fit (s) | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (head, n_shots), variants in table.items():
+        if len(variants) < 2:
+            continue
+        acc = {v: 100 * np.array([r["accuracy"] for r in rs]) for v, rs in variants.items()}
+        sec = {v: np.mean([r["fit_seconds"] for r in rs]) for v, rs in variants.items()}
+        ours, seed = acc["defaults"], acc["seed recipe"]
+        lines.append(
+            f"| {head} | {n_shots} | {ours.mean():.2f} ± {ours.std():.2f} | "
+            f"{seed.mean():.2f} ± {seed.std():.2f} | {ours.mean() - seed.mean():+.2f} | "
+            f"{sec['defaults']:.2f} | {sec['seed recipe']:.1f} | "
+            f"{sec['seed recipe'] / sec['defaults']:.0f}x |"
+        )
+    return "\n".join(lines)
+
+
+def plot(records, zero_shot, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, head in enumerate(dict.fromkeys(r["head"] for r in records)):
+        for variant, style in (("defaults", "-o"), ("seed recipe", "--s")):
+            rs = [r for r in records if r["head"] == head and r["variant"] == variant]
+            shots = sorted({r["shots"] for r in rs})
+            means = [100 * np.mean([r["accuracy"] for r in rs if r["shots"] == n])
+                     for n in shots]
+            ax.plot(shots, means, style, color=f"C{i}", label=f"{head} ({variant})")
+    if zero_shot is not None:
+        ax.axhline(100 * zero_shot, color="gray", linestyle=":", label="zero-shot")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("shots per class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", type=Path, default=DEFAULT_FEATURES)
+    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--heads", nargs="+", choices=list(HEADS), default=list(HEADS))
+    parser.add_argument("--out", type=Path, default=Path("bench_results"))
+    args = parser.parse_args(argv)
+    if not args.features.exists():
+        parser.error(f"{args.features} not found (the real features live in ../shared/data)")
+    warnings.simplefilter("ignore", UserWarning)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = load_features(args.features)
+    zero_shot = None
+    if data["text_features"] is not None:
+        zero_shot = ZeroShotClassifier(text_features=data["text_features"]).fit(
+            data["X_train"], data["y_train"]).score(data["X_test"], data["y_test"])
+    records = run(data, args.heads, args.shots, args.seeds, args.out)
+    print(f"\n{data['name']}, {args.seeds} seed(s), machine: {machine()}")
+    if zero_shot is not None:
+        print(f"zero-shot: {100 * zero_shot:.2f} %")
+    print(summarize(records))
+    plot(records, zero_shot, args.out / "heads.png")
+    print(f"wrote {args.out / 'heads.json'} and {args.out / 'heads.png'}")
+
+
+if __name__ == "__main__":
+    main()

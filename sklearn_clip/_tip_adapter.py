@@ -1,0 +1,229 @@
+"""Tip-Adapter: zero-shot logits plus a cache model of the training images."""
+
+from numbers import Real
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval
+from torch import nn
+
+from ._base import l2_normalize, validate_embeddings
+from ._text_heads import TextHeadClassifier
+
+
+class TipAdapterModule(nn.Module):
+    """``logits = scale x T^T + cache_weight * exp(-sharpness (1 - x K^T)) L``
+    with ``x`` the normalised image, ``K`` the cached training embeddings
+    (trainable for Tip-Adapter-F) and ``L`` their one-hot labels."""
+
+    def __init__(self, text, keys, key_labels, cache_weight, sharpness, logit_scale):
+        super().__init__()
+        self.register_buffer("text", text)
+        # Class index of each key; -1 drops a key whose class is not predicted.
+        self.register_buffer("key_labels", key_labels)
+        self.keys = nn.Parameter(keys)
+        self.cache_weight = cache_weight
+        self.sharpness = sharpness
+        self.logit_scale = logit_scale
+
+    def forward(self, X):
+        x = nn.functional.normalize(X, dim=1)
+        logits = self.logit_scale * x @ self.text.T
+        affinity = torch.exp(-self.sharpness * (1 - x @ self.keys.T))
+        kept = self.key_labels >= 0
+        cache = torch.zeros_like(logits).index_add_(
+            1, self.key_labels[kept], affinity[:, kept]
+        )
+        return logits + self.cache_weight * cache
+
+    def penalized_weights(self):
+        return [self.keys]
+
+
+class TipAdapterClassifier(TextHeadClassifier):
+    """Tip-Adapter: zero-shot CLIP plus a key-value cache of the training set.
+
+    The training embeddings are the cache keys and their one-hot labels the
+    values; a test image adds, for each class, the affinity-weighted votes
+    ``exp(-sharpness * (1 - cosine))`` of its training images to the
+    zero-shot logits. Training-free by default; ``fine_tune=True`` trains the
+    keys (Tip-Adapter-F) with AdamW through skorch.
+
+    Because the zero-shot part comes from text, a fitted Tip-Adapter
+    predicts over new class lists (:meth:`with_classes`): cached classes keep
+    their votes, new classes get zero-shot logits only (so they are at a
+    disadvantage next to cached ones).
+
+    Parameters
+    ----------
+    cache_weight : float, default=1.0
+        Weight of the cache logits (the paper's alpha).
+    sharpness : float, default=5.5
+        How fast affinity decays with cosine distance (the paper's beta).
+    fine_tune : bool, default=False
+        Train the cache keys (Tip-Adapter-F); otherwise ``fit`` only stores
+        them.
+    model, pretrained, templates, class_names, text_features, logit_scale, precision
+        Class text embeddings and temperature; see :class:`ZeroShotClassifier`.
+    solver : {"adamw", "lbfgs"}, default="adamw"
+    alpha : float, default=0.0
+        L2 penalty on the keys (fine-tuning only).
+    lr : float, default=None
+        None means 1e-3 for AdamW (the paper's), 1.0 for L-BFGS.
+    max_epochs : int, default=20
+    batch_size : int or "full", default=256
+    early_stopping, validation_fraction, n_iter_no_change, \
+warm_start, device, random_state, verbose
+        Training, as in :class:`LinearProbeClassifier`; used only with
+        ``fine_tune=True``.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    text_features_ : ndarray of shape (n_classes, n_features)
+    logit_scale_ : float
+    cache_labels_ : ndarray of shape (n_samples,)
+        Label of each cache key (the training labels).
+    net_ : skorch.NeuralNetClassifier
+        Holds the keys (``net_.module_.keys``).
+    n_features_in_ : int
+
+    See Also
+    --------
+    ZeroShotClassifier : The same model with an empty cache.
+    CLIPAdapterClassifier : A trained residual adapter, also open vocabulary.
+
+    References
+    ----------
+    .. [1] Zhang et al., "Tip-Adapter: Training-free Adaption of CLIP for
+       Few-shot Classification", ECCV 2022 (arXiv:2207.09519).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_clip import TipAdapterClassifier
+    >>> text = np.eye(3, 8)
+    >>> X = text[[0, 1, 2] * 4] + 0.05
+    >>> y = ["ant", "bee", "wasp"] * 4
+    >>> clf = TipAdapterClassifier(text_features=text).fit(X, y)
+    >>> clf.predict(X[:3]).tolist()
+    ['ant', 'bee', 'wasp']
+    """
+
+    _parameter_constraints = {
+        **TextHeadClassifier._parameter_constraints,
+        "cache_weight": [Interval(Real, 0, None, closed="left")],
+        "sharpness": [Interval(Real, 0, None, closed="left")],
+        "fine_tune": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        cache_weight=1.0,
+        sharpness=5.5,
+        fine_tune=False,
+        *,
+        model="ViT-B-32",
+        pretrained="laion2b_s34b_b79k",
+        templates="simple",
+        class_names=None,
+        text_features=None,
+        logit_scale=None,
+        precision="auto",
+        solver="adamw",
+        alpha=0.0,
+        lr=None,
+        max_epochs=20,
+        batch_size=256,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        warm_start=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.cache_weight = cache_weight
+        self.sharpness = sharpness
+        self.fine_tune = fine_tune
+        self.model = model
+        self.pretrained = pretrained
+        self.templates = templates
+        self.class_names = class_names
+        self.text_features = text_features
+        self.logit_scale = logit_scale
+        self.precision = precision
+        self.solver = solver
+        self.alpha = alpha
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _prepare_fit(self, X, y):
+        super()._prepare_fit(X, y)
+        self.cache_labels_ = np.asarray(y)
+        self._cache_keys = l2_normalize(np.asarray(X, dtype=np.float32))
+
+    def _key_label_tensor(self):
+        positions = np.searchsorted(self.classes_, self.cache_labels_)
+        positions = np.minimum(positions, len(self.classes_) - 1)
+        known = self.classes_[positions] == self.cache_labels_
+        return torch.as_tensor(np.where(known, positions, -1), dtype=torch.int64)
+
+    def _build_module(self, n_features, n_classes):
+        keys = torch.as_tensor(self._cache_keys)
+        del self._cache_keys  # the module owns the keys from here on
+        return TipAdapterModule(
+            self._text_tensor(), keys, self._key_label_tensor(),
+            self.cache_weight, self.sharpness, self.logit_scale_,
+        )
+
+    def _train(self, X, y_encoded, epochs):
+        if self.fine_tune:
+            super()._train(X, y_encoded, epochs)
+        elif not self.net_.initialized_:
+            self.net_.initialize()
+
+    def partial_fit(self, X, y, classes=None):
+        """Add samples to the cache (training-free) or train one more epoch.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like, default=None
+            All labels that will ever occur; required on the first call
+            unless ``y`` already contains every class.
+
+        Returns
+        -------
+        self
+        """
+        if self.fine_tune or not hasattr(self, "net_"):
+            return super().partial_fit(X, y, classes=classes)
+        X, y = validate_embeddings(self, X, y, reset=False)
+        self._encode_known(y)  # rejects labels outside classes_
+        self.cache_labels_ = np.concatenate([self.cache_labels_, y])
+        module = self.net_.module_
+        new_keys = torch.as_tensor(l2_normalize(np.asarray(X, dtype=np.float32)))
+        module.keys = nn.Parameter(
+            torch.cat([module.keys.data, new_keys.to(module.keys.device)])
+        )
+        module.key_labels = self._key_label_tensor().to(module.key_labels.device)
+        return self
+
+    def _continuing(self):
+        # The training-free cache is rebuilt from each fit's data.
+        return self.fine_tune and super()._continuing()
+
+    def _on_classes_changed(self):
+        module = self.net_.module_
+        module.text = self._text_tensor().to(module.text.device)
+        module.key_labels = self._key_label_tensor().to(module.key_labels.device)
