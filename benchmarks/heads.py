@@ -44,27 +44,25 @@ def seed_recipe(epochs):
     return dict(solver="adamw", lr=1e-4, batch_size=32, max_epochs=epochs, alpha=0.0)
 
 
-# name -> (estimator class, constructor for the defaults, seed-recipe params)
+# name -> (estimator class, seed-recipe params); the defaults need no params.
 HEADS = {
-    "linear probe": (LinearProbeClassifier, {}, dict(batch_norm=True, **seed_recipe(200))),
+    "linear probe": (LinearProbeClassifier, dict(batch_norm=True, **seed_recipe(200))),
     "attention probe": (
         AttentionProbeClassifier,
-        {},
         dict(ratio=0.4, pre_bn=True, post_bn=True, **seed_recipe(400)),
     ),
     "CLIP-Adapter": (
         CLIPAdapterClassifier,
-        {},
         dict(ratio=0.2, batch_norm=True, **seed_recipe(400)),
     ),
 }
 
 
 def build(head, variant, text):
-    cls, defaults, recipe = HEADS[head]
-    params = defaults if variant == "defaults" else recipe
+    cls, recipe = HEADS[head]
+    params = {} if variant == "defaults" else dict(recipe)
     if cls is not LinearProbeClassifier:
-        params = dict(params, text_features=text)
+        params["text_features"] = text
     return cls(device="cpu", random_state=0, **params)
 
 

@@ -1,8 +1,7 @@
 """Machinery shared by the classifiers: labels, class text embeddings, logits."""
 
-import warnings
-
 import copy
+import warnings
 
 import numpy as np
 from scipy.special import softmax
@@ -116,6 +115,10 @@ class TextClassesMixin:
     ``logit_scale``.
     """
 
+    # False for heads with one learned output per training class: they use
+    # the class text to train but cannot score classes they were not fit on.
+    _open_vocabulary = True
+
     def _prompt_names(self, classes, class_names):
         if class_names is None:
             if classes.dtype.kind not in "UO" or not all(
@@ -208,6 +211,12 @@ class TextClassesMixin:
         >>> wider = clf.with_classes(["cat", "dog", "fox"])  # doctest: +SKIP
         >>> wider.predict(X)  # doctest: +SKIP
         """
+        if not self._open_vocabulary:
+            raise AttributeError(
+                f"{type(self).__name__} learns one output per training class and "
+                "cannot predict over new classes; for open vocabulary use "
+                "ZeroShotClassifier, CLIPAdapterClassifier or TipAdapterClassifier."
+            )
         check_is_fitted(self)
         classes, _ = encode_labels(np.asarray(classes))
         new = copy.deepcopy(self)

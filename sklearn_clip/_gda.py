@@ -80,6 +80,8 @@ device, precision
     1.0
     """
 
+    _open_vocabulary = False
+
     _parameter_constraints = {
         "shrinkage": [Interval(Real, 0, 1, closed="both")],
         "alpha": [Interval(Real, 0, None, closed="left"), None],
@@ -160,13 +162,6 @@ device, precision
         if self.alpha is None:
             return logits
         return self._zero_shot_logits(X) + self.alpha * logits
-
-    def with_classes(self, *args, **kwargs):
-        raise AttributeError(
-            "GDAClassifier has one mean per training class and cannot predict "
-            "over new classes; use TipAdapterClassifier, CLIPAdapterClassifier "
-            "or ZeroShotClassifier for open vocabulary."
-        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -171,6 +171,7 @@ warm_start, device, random_state, verbose
         self.random_state = random_state
         self.verbose = verbose
 
+    _open_vocabulary = False
     _default_lr = {"lbfgs": 1.0, "adamw": 3e-3}
 
     def _build_module(self, n_features, n_classes):
@@ -178,12 +179,6 @@ warm_start, device, random_state, verbose
             self._text_tensor(), self.ratio, self.pre_bn, self.post_bn
         )
 
-    def with_classes(self, *args, **kwargs):
-        raise AttributeError(
-            "AttentionProbeClassifier has one output per training class and "
-            "cannot predict over new classes; use CLIPAdapterClassifier or "
-            "ZeroShotClassifier for open-vocabulary prediction."
-        )
 
 
 class CLIPAdapterModule(nn.Module):

@@ -88,6 +88,8 @@ warm_start, device, random_state, verbose
     1.0
     """
 
+    _open_vocabulary = False
+
     def __init__(
         self,
         *,
@@ -141,10 +143,3 @@ warm_start, device, random_state, verbose
     @property
     def intercept_(self):
         return self.net_.module_.bias.detach().cpu().numpy()
-
-    def with_classes(self, *args, **kwargs):
-        raise AttributeError(
-            "ZSLinearProbeClassifier learns one weight row per training class "
-            "and cannot predict over new classes; use ZeroShotClassifier, "
-            "CLIPAdapterClassifier or TipAdapterClassifier for open vocabulary."
-        )
