@@ -58,19 +58,27 @@ HEADS = {
 }
 
 
-def build(head, variant, text):
+def build(head, variant, text, seed):
     cls, recipe = HEADS[head]
     params = {} if variant == "defaults" else dict(recipe)
     if cls is not LinearProbeClassifier:
         params["text_features"] = text
-    return cls(device="cpu", random_state=0, **params)
+    # The training seed follows the sampling seed: at 16 shots, where every
+    # draw is the whole pool, the seeds still average training randomness.
+    return cls(device="cpu", random_state=seed, **params)
 
 
-def fit_score(estimator, X, y, X_test, y_test):
-    start = time.perf_counter()
-    estimator.fit(X, y)
-    seconds = time.perf_counter() - start
-    return float(estimator.score(X_test, y_test)), seconds
+def fit_score(make_estimator, X, y, X_test, y_test, repeats=1):
+    """Fit ``repeats`` times (the same seeded model each time) and return the
+    test accuracy and the median fit time: a fit of a second or less on a
+    shared virtual machine varies by +-25 % from run to run."""
+    times = []
+    for _ in range(repeats):
+        estimator = make_estimator()
+        start = time.perf_counter()
+        estimator.fit(X, y)
+        times.append(time.perf_counter() - start)
+    return float(estimator.score(X_test, y_test)), float(np.median(times))
 
 
 def machine():
@@ -88,8 +96,10 @@ def run(data, heads, shots, seeds, out):
         X, y = data["X_train"][rows], data["y_train"][rows]
         for variant in ("defaults", "seed recipe"):
             accuracy, seconds = fit_score(
-                build(head, variant, data["text_features"]), X, y,
+                lambda: build(head, variant, data["text_features"], seed), X, y,
                 data["X_test"], data["y_test"],
+                # The seed recipe runs for minutes; its timing noise averages out.
+                repeats=3 if variant == "defaults" else 1,
             )
             records.append(dict(head=head, variant=variant, shots=n_shots, seed=seed,
                                 accuracy=accuracy, fit_seconds=seconds))
@@ -106,7 +116,7 @@ def summarize(records):
         table.setdefault(key, {}).setdefault(r["variant"], []).append(r)
     lines = [
         "| head | shots | defaults (%) | seed recipe (%) | difference | "
-        "defaults fit (s) | seed recipe fit (s) | speed-up |",
+        "defaults fit (s, median of 3) | seed recipe fit (s) | speed-up |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for (head, n_shots), variants in table.items():

@@ -15,6 +15,7 @@ from ._model_selection import FewShotSplit, few_shot_indices, sample_few_shot
 from ._text import TEMPLATES, encode_class_names
 from ._text_heads import AttentionProbeClassifier, CLIPAdapterClassifier
 from ._tip_adapter import TipAdapterClassifier
+from ._visual_prompt import VisualPromptClassifier
 from ._zero_shot import ZeroShotClassifier
 from ._zero_shot_logits import ZeroShotLogits
 from ._zs_linear_probe import ZSLinearProbeClassifier
@@ -33,6 +34,7 @@ __all__ = [
     "ImageLoadError",
     "LinearProbeClassifier",
     "TipAdapterClassifier",
+    "VisualPromptClassifier",
     "ZeroShotClassifier",
     "ZSLinearProbeClassifier",
     "ZeroShotLogits",

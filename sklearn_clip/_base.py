@@ -118,6 +118,7 @@ class TextClassesMixin:
     # False for heads with one learned output per training class: they use
     # the class text to train but cannot score classes they were not fit on.
     _open_vocabulary = True
+    _closed_vocabulary_reason = " learns one output per training class and"
 
     def _prompt_names(self, classes, class_names):
         if class_names is None:
@@ -213,9 +214,10 @@ class TextClassesMixin:
         """
         if not self._open_vocabulary:
             raise AttributeError(
-                f"{type(self).__name__} learns one output per training class and "
-                "cannot predict over new classes; for open vocabulary use "
-                "ZeroShotClassifier, CLIPAdapterClassifier or TipAdapterClassifier."
+                f"{type(self).__name__}{self._closed_vocabulary_reason} cannot "
+                "predict over new classes; for open vocabulary use "
+                "ZeroShotClassifier, CLIPAdapterClassifier, TipAdapterClassifier "
+                "or VisualPromptClassifier."
             )
         check_is_fitted(self)
         classes, _ = encode_labels(np.asarray(classes))
@@ -223,10 +225,11 @@ class TextClassesMixin:
         new.classes_ = classes
         # The temperature stays the fitted one; only the class rows change.
         new.text_features_, _ = self._class_text(
-            classes, self.n_features_in_, class_names, text_features
+            classes, self.text_features_.shape[1], class_names, text_features
         )
-        new._on_classes_changed()
+        new._on_classes_changed(self.classes_)
         return new
 
-    def _on_classes_changed(self):
-        """Hook for heads holding state derived from the class set."""
+    def _on_classes_changed(self, old_classes):
+        """Hook for heads holding state derived from the class set; called on
+        the copy, whose ``classes_`` and ``text_features_`` are already new."""

@@ -73,6 +73,17 @@ def resolve_device(device="auto"):
     return resolved
 
 
+def resolve_precision(device, precision="auto"):
+    """``"auto"`` -> ``"bf16"`` on CUDA, ``"fp32"`` elsewhere; others as given."""
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(
+            f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}"
+        )
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 def autocast(device, precision="auto"):
     """Context manager for inference in the requested precision.
 
@@ -80,12 +91,7 @@ def autocast(device, precision="auto"):
     encoder are a known failure mode) and float32 on CPU, where low precision
     is slower, not faster.
     """
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(
-            f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}"
-        )
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = resolve_precision(device, precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -184,6 +190,8 @@ def load_clip(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto"):
             clip_model, _, preprocess = _create(model, pretrained, resolved)
             clip_model.eval()
             clip_model.requires_grad_(False)
+            if resolved.type == "cuda":  # faster convolutions on tensor cores
+                clip_model.to(memory_format=torch.channels_last)
             size = clip_model.visual.image_size
             size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
             _CACHE[key] = LoadedCLIP(
@@ -194,6 +202,34 @@ def load_clip(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto"):
                 image_size=size,
             )
         return _CACHE[key]
+
+
+def quantized_image_encoder(model="ViT-B-32", pretrained="laion2b_s34b_b79k"):
+    """The CPU image encoder of a CLIP model with dynamic int8 Linear layers.
+
+    A quantised copy of ``model.visual`` (the shared float model is not
+    touched), built once per process. Matrix products of the Linear layers
+    run in int8 with per-batch activation scales: about 1.7x faster on
+    ViT-B-32 on an AVX-512 CPU, embeddings at cosine >= 0.999 to float32
+    (``benchmarks/featurizer.py``).
+    """
+    key = (model, None if pretrained is None else os.fspath(pretrained), "cpu", "int8")
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+    if cached is None:
+        visual = load_clip(model, pretrained, "cpu").model.visual
+        with warnings.catch_warnings():
+            # torch.ao.quantization is deprecated in favour of torchao, which
+            # is not a dependency; the eager dynamic path still works.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*deprecated")
+            cached = torch.ao.quantization.quantize_dynamic(
+                visual, {torch.nn.Linear}, dtype=torch.qint8, inplace=False
+            )
+        cached.eval()
+        with _CACHE_LOCK:
+            _CACHE.setdefault(key, cached)
+    return cached
 
 
 def clear_clip_cache():

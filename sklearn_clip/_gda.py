@@ -52,6 +52,8 @@ device, precision
     coef_ : ndarray of shape (n_classes, n_features)
         ``S^-1 mu_k`` per class.
     intercept_ : ndarray of shape (n_classes,)
+    covariance_ : ndarray of shape (n_features, n_features)
+        The shared, shrunk covariance ``S``.
     text_features_ : ndarray of shape (n_classes, n_features)
         Only when ``alpha`` is set.
     logit_scale_ : float
@@ -63,6 +65,15 @@ device, precision
     sklearn.discriminant_analysis.LinearDiscriminantAnalysis : The same
         model with Ledoit-Wolf shrinkage; it refuses one sample per class.
     TipAdapterClassifier : Another training-free few-shot method.
+
+    Notes
+    -----
+    It cannot predict over classes it was not fitted on (no
+    ``with_classes``): means synthesised for new classes from their text
+    embeddings lose to the fitted classes almost always (measured on held-out
+    Stanford Cars images: 1-4 % accuracy on new classes, against 61 % for
+    zero-shot). Use :class:`TipAdapterClassifier` or
+    :class:`CLIPAdapterClassifier` for open vocabulary.
 
     References
     ----------
@@ -80,7 +91,12 @@ device, precision
     1.0
     """
 
+    # Means synthesised for unseen classes (text shifted by the modality gap,
+    # or by the image-text offset of text neighbours) lose to the fitted
+    # classes' discriminants almost always: 1-4 % accuracy on held-out images
+    # of new Stanford Cars classes, against 61 % zero-shot.
     _open_vocabulary = False
+    _closed_vocabulary_reason = " learns one image mean per training class and"
 
     _parameter_constraints = {
         "shrinkage": [Interval(Real, 0, 1, closed="both")],
@@ -150,12 +166,16 @@ device, precision
             raise ValueError("all training embeddings are identical; GDA needs spread")
         covariance *= 1 - self.shrinkage
         covariance[np.diag_indices(n_features)] += self.shrinkage * isotropic
-        # Solve instead of inverting: S is symmetric positive definite.
-        self.coef_ = np.linalg.solve(covariance, self.means_.T).T
-        self.intercept_ = -0.5 * np.einsum("kd,kd->k", self.means_, self.coef_)
+        self.covariance_ = covariance
+        self._set_discriminant()
         if self.alpha is not None:
             self._fit_text(self.classes_)
         return self
+
+    def _set_discriminant(self):
+        # Solve instead of inverting: S is symmetric positive definite.
+        self.coef_ = np.linalg.solve(self.covariance_, self.means_.T).T
+        self.intercept_ = -0.5 * np.einsum("kd,kd->k", self.means_, self.coef_)
 
     def _logits(self, X):
         logits = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_

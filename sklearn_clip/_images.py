@@ -1,11 +1,19 @@
 """Image inputs: validating X, decoding to RGB, and listing image folders."""
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+# Progress bars appear by default only when decoding takes several batches.
+_AUTO_PROGRESS_MIN_BATCHES = 4
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -109,21 +117,31 @@ def _to_rgb(image):
 
 
 def _array_to_image(array):
-    if array.dtype != np.uint8:
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            raise ValueError("float array contains NaN or infinite values")
+        if array.size and (array.min() < 0.0 or array.max() > 1.0):
+            raise ValueError(
+                f"float arrays must hold values in [0, 1], got [{array.min():g}, "
+                f"{array.max():g}]; pass uint8 (0-255) arrays for other ranges"
+            )
+        array = (array * 255.0 + 0.5).astype(np.uint8)
+    elif array.dtype != np.uint8:
         raise ValueError(
-            f"arrays must be uint8 (0-255), got dtype {array.dtype}; "
-            "convert with (array * 255).round().astype(np.uint8) if in [0, 1]"
+            f"arrays must be uint8 (0-255) or float in [0, 1], got dtype {array.dtype}"
         )
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(
+            f"arrays must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+            f"got {array.shape}"
+        )
+    if 0 in array.shape:
+        raise ValueError(f"image has zero size {array.shape}")
     if array.ndim == 2:
         return Image.fromarray(array, mode="L")
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        return Image.fromarray(array, mode="RGB" if array.shape[-1] == 3 else "RGBA")
-    raise ValueError(
-        f"arrays must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
-        f"got {array.shape}"
-    )
+    return Image.fromarray(array, mode="RGB" if array.shape[-1] == 3 else "RGBA")
 
 
 def load_image(item):
@@ -141,14 +159,19 @@ def load_image(item):
         if path.stat().st_size == 0:
             raise ValueError("file is empty")
         try:
-            with Image.open(path) as opened:
+            with warnings.catch_warnings():
+                # Pillow only warns between 1x and 2x its pixel limit; an
+                # image that large is refused, not decoded.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                opened = Image.open(path)
+            with opened:
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
                 if image is opened:
                     image = opened.copy()
         except UnidentifiedImageError:
             raise ValueError("not an image file Pillow can read") from None
-        except Image.DecompressionBombError as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ValueError(f"image too large (decompression bomb): {exc}") from None
         except OSError as exc:
             raise ValueError(f"corrupt or truncated image: {exc}") from None
@@ -203,3 +226,119 @@ def load_image_folder(folder, *, extensions=IMAGE_EXTENSIONS):
             f"per class holding files with suffixes {sorted(extensions)}."
         )
     return paths, labels
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """Decodes and transforms one item; failures become messages, not raises,
+    so that every bad item can be reported at once (see :func:`collate_decoded`)."""
+
+    def __init__(self, items, transform):
+        self.items = items
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        item = self.items[index]
+        try:
+            return index, self.transform(load_image(item)), None
+        except Exception as exc:  # noqa: BLE001 - reported per item by the caller
+            return index, None, (describe(item), f"{type(exc).__name__}: {exc}")
+
+
+def collate_decoded(samples):
+    """Batch :class:`DecodedImages` samples into ``(indices, tensor, failures)``."""
+    indices = [i for i, tensor, _ in samples if tensor is not None]
+    tensors = [tensor for _, tensor, _ in samples if tensor is not None]
+    failures = [(i, *error) for i, _, error in samples if error is not None]
+    batch = torch.stack(tensors) if tensors else None
+    return indices, batch, failures
+
+
+def split_preprocess(preprocess):
+    """Split open_clip's evaluation transform into its geometric part and its
+    normalisation.
+
+    Returns ``(to_uint8, mean, std)``: ``to_uint8`` maps a PIL image to a
+    ``(3, H, W)`` uint8 tensor at the model's input size (resize and crop
+    only), and ``(x / 255 - mean) / std`` then equals what ``preprocess``
+    returns. Keeping images as uint8 lets them be decoded once and cached at a
+    quarter of the float size.
+    """
+    geometric, mean, std = [], None, None
+    for step in preprocess.transforms:
+        name = type(step).__name__
+        if name == "Normalize":
+            mean, std = step.mean, step.std
+        elif name in ("ToTensor", "MaybeToTensor"):
+            continue
+        else:
+            geometric.append(step)
+    if mean is None:
+        raise ValueError(f"The CLIP preprocessing has no Normalize step: {preprocess}")
+    to_uint8 = v2.Compose([*geometric, v2.PILToTensor()])
+    mean = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return to_uint8, mean, std
+
+
+def _thread_batches(dataset, batch_size, pin_memory):
+    """Batches decoded by a thread pool while the caller waits (Pillow
+    releases the GIL while it decodes and resizes)."""
+    threads = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(dataset), batch_size):
+            stop = min(len(dataset), start + batch_size)
+            indices, batch, failures = collate_decoded(
+                list(pool.map(dataset.__getitem__, range(start, stop)))
+            )
+            if pin_memory and batch is not None:
+                batch = batch.pin_memory()
+            yield indices, batch, failures
+
+
+def iter_decoded(
+    items, transform, *, batch_size, num_workers=0, pin_memory=False,
+    progress="auto", desc="images", failures=None,
+):
+    """Decode and transform ``items`` in batches.
+
+    With ``num_workers > 0``, DataLoader worker processes decode while the
+    caller computes; with 0, a pool of threads decodes each batch in parallel
+    while the caller waits (on a CPU whose cores all run the model, worker
+    processes would only slow the model down).
+
+    Yields ``(indices, batch)``. With ``failures=None``, it stops yielding at
+    the first bad item, keeps decoding only to collect the other bad items,
+    then raises one :class:`ImageLoadError` naming all of them. With a list
+    given as ``failures``, bad items are appended to it as ``(index, item,
+    reason)`` and the good items of every batch are yielded. Rows are never
+    dropped silently.
+    """
+    dataset = DecodedImages(items, transform)
+    if num_workers:
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate_decoded,
+            pin_memory=pin_memory,
+            # Two batches in flight per worker keep the model fed without
+            # holding more than O(batch) decoded images.
+            prefetch_factor=2,
+        )
+    else:
+        loader = _thread_batches(dataset, batch_size, pin_memory)
+    n_batches = -(-len(items) // batch_size)
+    show = n_batches >= _AUTO_PROGRESS_MIN_BATCHES if progress == "auto" else progress
+    collect = failures is not None
+    found = failures if collect else []
+    for indices, batch, batch_failures in tqdm(
+        loader, desc=desc, unit="batch", total=n_batches, disable=not show
+    ):
+        found.extend(batch_failures)
+        if batch is not None and (collect or not found):
+            yield indices, batch
+    if found and not collect:
+        raise ImageLoadError(found, len(items))

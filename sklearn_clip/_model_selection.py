@@ -115,6 +115,17 @@ class FewShotSplit:
     random_state : int, RandomState instance or None, default=None
         Seed of the draws; an int makes the splits reproducible.
 
+    See Also
+    --------
+    sample_few_shot : Draw one few-shot training set.
+    sklearn.model_selection.GridSearchCV : Use this splitter as its ``cv``.
+
+    References
+    ----------
+    .. [1] Zhou et al., "Learning to Prompt for Vision-Language Models",
+       IJCV 2022 (the few-shot protocol: k labelled images per class, several
+       random draws).
+
     Examples
     --------
     >>> import numpy as np

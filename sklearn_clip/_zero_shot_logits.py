@@ -35,6 +35,11 @@ device, precision
     --------
     ZeroShotClassifier : Classify with the logits directly.
 
+    References
+    ----------
+    .. [1] Radford et al., "Learning Transferable Visual Models From Natural
+       Language Supervision", ICML 2021.
+
     Examples
     --------
     >>> import numpy as np

@@ -9,6 +9,7 @@ from sklearn_clip import (
     GDAClassifier,
     LinearProbeClassifier,
     TipAdapterClassifier,
+    VisualPromptClassifier,
     ZSLinearProbeClassifier,
     ZeroShotClassifier,
     ZeroShotLogits,
@@ -69,6 +70,7 @@ def _expected_failed_checks(estimator):
         TipAdapterClassifier(**TINY),
         ZSLinearProbeClassifier(**TINY, random_state=0),
         GDAClassifier(),
+        VisualPromptClassifier(**TINY, prompt_size=8, max_epochs=1, verbose=0),
     ],
     expected_failed_checks=_expected_failed_checks,
 )

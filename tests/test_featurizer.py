@@ -80,7 +80,7 @@ def test_every_bad_item_is_named_in_one_error(featurizer, tmp_path, monkeypatch)
         tmp_path,
         str(tmp_path / "empty.jpg"),
         str(tmp_path / "notes.txt"),
-        np.zeros((4, 4, 3), np.float64),
+        np.full((4, 4, 3), np.nan),
         42,
         good,
         str(bomb),
@@ -91,7 +91,7 @@ def test_every_bad_item_is_named_in_one_error(featurizer, tmp_path, monkeypatch)
     assert indices == [1, 2, 3, 4, 5, 6, 8]
     message = str(info.value)
     for needle in ("missing.jpg", "does not exist", "directory", "empty",
-                   "not an image", "uint8", "unsupported input type", "bomb"):
+                   "not an image", "NaN", "unsupported input type", "bomb"):
         assert needle in message, needle
 
 

@@ -1,0 +1,69 @@
+"""Sphinx configuration: numpydoc API reference, user guide, executed gallery."""
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import sklearn_clip
+
+project = "sklearn-clip"
+author = "sklearn-clip developers"
+copyright = "2026, sklearn-clip developers"
+version = release = sklearn_clip.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.viewcode",
+    "numpydoc",
+    "sphinx_gallery.gen_gallery",
+]
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py",
+                    "auto_examples/*.zip", "auto_examples/*.json",
+                    "auto_examples/*.md5", "sg_execution_times.rst"]
+autosummary_generate = True
+autodoc_default_options = {"members": True, "inherited-members": True}
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+# Cross-reference the types named in Parameters/Returns sections.
+numpydoc_xref_param_type = True
+numpydoc_xref_ignore = {
+    "of", "shape", "default", "or", "optional", "n_samples", "n_features",
+    "n_classes", "embedding_dim", "H", "W", "sequence", "paths", "PIL", "images",
+    "uint8", "arrays", "float32", "callable", "path", "array-like", "ndarray",
+    "str", "int", "float", "bool", "dict", "list", "tuple", "None", "instance",
+    "RandomState", "same", "type", "n_images", "dim", "estimator", "in", "1",
+    "0", "of int", "named", "tuple", "iterable", "class_names", "object",
+}
+
+# No intersphinx: the documentation builds offline (CI has no internet).
+
+html_theme = "pydata_sphinx_theme"
+html_title = "sklearn-clip"
+html_static_path = ["_static"]
+html_theme_options = {
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+}
+
+# Examples read ../shared/data (real CLIP features and photos) when present.
+os.environ.setdefault("SKLEARN_CLIP_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore", message="pretrained=None")
+warnings.filterwarnings("ignore", category=UserWarning, message=".*Matplotlib.*")
+
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "abort_on_example_error": True,
+    "matplotlib_animations": False,
+    "within_subsection_order": "FileNameSortKey",
+}
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
