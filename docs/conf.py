@@ -25,19 +25,11 @@ exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py",
                     "auto_examples/*.zip", "auto_examples/*.json",
                     "auto_examples/*.md5", "sg_execution_times.rst"]
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": True}
+autodoc_default_options = {"members": True}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
-# Cross-reference the types named in Parameters/Returns sections.
-numpydoc_xref_param_type = True
-numpydoc_xref_ignore = {
-    "of", "shape", "default", "or", "optional", "n_samples", "n_features",
-    "n_classes", "embedding_dim", "H", "W", "sequence", "paths", "PIL", "images",
-    "uint8", "arrays", "float32", "callable", "path", "array-like", "ndarray",
-    "str", "int", "float", "bool", "dict", "list", "tuple", "None", "instance",
-    "RandomState", "same", "type", "n_images", "dim", "estimator", "in", "1",
-    "0", "of int", "named", "tuple", "iterable", "class_names", "object",
-}
+# Types stay plain text: cross-references to numpy/python need intersphinx.
+numpydoc_xref_param_type = False
 
 # No intersphinx: the documentation builds offline (CI has no internet).
 

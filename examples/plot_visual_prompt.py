@@ -74,13 +74,16 @@ print(f"validation accuracy without prompt: {zero_shot:.3f}")
 # --------------------------
 # ``prompt_`` is a (3, H, W) array in normalised pixel units, zero inside
 # the frame; ``save_prompt_image`` writes it de-normalised as a PNG.
+import tempfile
+
 import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-clf.save_prompt_image("visual_prompt.png")
+png = Path(tempfile.mkdtemp()) / "visual_prompt.png"
+clf.save_prompt_image(png)
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.5))
-axes[0].imshow(Image.open("visual_prompt.png"))
+axes[0].imshow(Image.open(png))
 axes[0].set_title("learned prompt (de-normalised)")
 axes[1].imshow(np.abs(clf.prompt_).sum(axis=0), cmap="magma")
 axes[1].set_title("|prompt| summed over channels")
