@@ -40,6 +40,12 @@ with np.load(find_shared_data() / "features/clip-vit-b32/stanford_cars.npz") as 
 # %%
 # The methods of the study
 # ------------------------
+# (scikit-learn warns that one sample per class "could represent a regression"
+# target; at 1 shot that is expected.)
+import warnings
+
+warnings.filterwarnings("ignore", message=".*could represent a regression")
+
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
