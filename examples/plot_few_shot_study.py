@@ -22,17 +22,15 @@ from pathlib import Path
 import numpy as np
 
 
-def find_shared_data():
-    """The project's shared/data folder, searched upwards from here."""
-    if "SKLEARN_CLIP_DATA" in os.environ:
-        return Path(os.environ["SKLEARN_CLIP_DATA"])
-    for parent in [Path.cwd(), *Path.cwd().parents]:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared" / "data"
+# The project's real data (``shared/data`` beside the repository); the docs
+# build sets SKLEARN_CLIP_DATA.
+SHARED_DATA = Path(os.environ.get("SKLEARN_CLIP_DATA")
+                   or Path(__file__).resolve().parents[2] / "shared" / "data")
+if not SHARED_DATA.is_dir():
     raise SystemExit("This example needs the real features in ../shared/data.")
 
 
-with np.load(find_shared_data() / "features/clip-vit-b32/stanford_cars.npz") as data:
+with np.load(SHARED_DATA / "features/clip-vit-b32/stanford_cars.npz") as data:
     X_pool, y_pool = data["X_train"].astype(np.float32), data["y_train"]
     X_test, y_test = data["X_test"].astype(np.float32), data["y_test"]
     text = data["text_features"].astype(np.float32)

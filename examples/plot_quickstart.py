@@ -25,17 +25,15 @@ from pathlib import Path
 from sklearn_clip import load_image_folder
 
 
-def find_shared_data():
-    """The project's shared/data folder, searched upwards from here."""
-    if "SKLEARN_CLIP_DATA" in os.environ:
-        return Path(os.environ["SKLEARN_CLIP_DATA"])
-    for parent in [Path.cwd(), *Path.cwd().parents]:
-        if (parent / "shared" / "data").is_dir():
-            return parent / "shared" / "data"
+# The project's real data (``shared/data`` beside the repository); the docs
+# build sets SKLEARN_CLIP_DATA.
+SHARED_DATA = Path(os.environ.get("SKLEARN_CLIP_DATA")
+                   or Path(__file__).resolve().parents[2] / "shared" / "data")
+if not SHARED_DATA.is_dir():
     raise SystemExit("This example needs the photos in ../shared/data/images.")
 
 
-root = find_shared_data() / "images" / "hymenoptera"
+root = SHARED_DATA / "images" / "hymenoptera"
 train_paths, train_labels = load_image_folder(root / "train")
 test_paths, test_labels = load_image_folder(root / "val")
 print(f"{len(train_paths)} training and {len(test_paths)} test images, "
