@@ -46,6 +46,14 @@ def validate_embeddings(estimator, X, y="no_validation", *, reset):
     )
 
 
+def decision_from_logits(logits):
+    """scikit-learn's ``decision_function`` shape: for two classes, the score
+    of ``classes_[1]``; otherwise the logits."""
+    if logits.shape[1] == 2:
+        return logits[:, 1] - logits[:, 0]
+    return logits
+
+
 def l2_normalize(X):
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.maximum(norms, np.finfo(X.dtype).tiny)
@@ -69,10 +77,7 @@ class ClassifierOutputMixin:
         -------
         scores : ndarray of shape (n_samples, n_classes) or (n_samples,)
         """
-        logits = self._checked_logits(X)
-        if logits.shape[1] == 2:
-            return logits[:, 1] - logits[:, 0]
-        return logits
+        return decision_from_logits(self._checked_logits(X))
 
     def predict_proba(self, X):
         """Class probabilities, columns in ``classes_`` order.
@@ -118,7 +123,6 @@ class TextClassesMixin:
     # False for heads with one learned output per training class: they use
     # the class text to train but cannot score classes they were not fit on.
     _open_vocabulary = True
-    _closed_vocabulary_reason = " learns one output per training class and"
 
     def _prompt_names(self, classes, class_names):
         if class_names is None:
@@ -214,8 +218,8 @@ class TextClassesMixin:
         """
         if not self._open_vocabulary:
             raise AttributeError(
-                f"{type(self).__name__}{self._closed_vocabulary_reason} cannot "
-                "predict over new classes; for open vocabulary use "
+                f"{type(self).__name__} learns one output per training class and "
+                "cannot predict over new classes; for open vocabulary use "
                 "ZeroShotClassifier, CLIPAdapterClassifier, TipAdapterClassifier "
                 "or VisualPromptClassifier."
             )
@@ -227,9 +231,9 @@ class TextClassesMixin:
         new.text_features_, _ = self._class_text(
             classes, self.text_features_.shape[1], class_names, text_features
         )
-        new._on_classes_changed(self.classes_)
+        new._on_classes_changed()
         return new
 
-    def _on_classes_changed(self, old_classes):
+    def _on_classes_changed(self):
         """Hook for heads holding state derived from the class set; called on
         the copy, whose ``classes_`` and ``text_features_`` are already new."""

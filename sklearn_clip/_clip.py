@@ -98,6 +98,14 @@ def autocast(device, precision="auto"):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def embedding_dim(model):
+    """Width of a CLIP model's embeddings, from its open_clip configuration."""
+    config = open_clip.get_model_config(model)
+    if config is None:
+        raise ValueError(f"Unknown CLIP model {model!r} (see open_clip.list_models()).")
+    return int(config["embed_dim"])
+
+
 def _check_model_name(model):
     if model not in open_clip.list_models():
         raise ValueError(

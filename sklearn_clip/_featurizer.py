@@ -7,12 +7,17 @@ from numbers import Integral
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._clip import autocast, load_clip, quantized_image_encoder, resolve_precision
+from ._clip import (
+    autocast,
+    embedding_dim,
+    load_clip,
+    quantized_image_encoder,
+    resolve_precision,
+)
 from ._embedding_cache import EmbeddingCache, checkpoint_identity, content_key, namespace_key
 from ._images import ImageLoadError, check_image_inputs, describe, iter_decoded
 from ._validation import DEVICE_CONSTRAINT, PRECISION_CONSTRAINT, PRETRAINED_CONSTRAINT
@@ -179,12 +184,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self : CLIPFeaturizer
         """
         self._validate_params()
-        config = open_clip.get_model_config(self.model)
-        if config is None:
-            raise ValueError(
-                f"Unknown CLIP model {self.model!r} (see open_clip.list_models())."
-            )
-        self.embedding_dim_ = int(config["embed_dim"])
+        self.embedding_dim_ = embedding_dim(self.model)
         self._n_features_out = self.embedding_dim_
         return self
 
@@ -203,10 +203,16 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self._validate_params()
         items = check_image_inputs(X)
         clip = load_clip(self.model, self.pretrained, self.device)
-        dim = int(open_clip.get_model_config(self.model)["embed_dim"])
+        if self.quantize and clip.device.type != "cpu":
+            raise ValueError(
+                f"quantize=True runs on the CPU only; this featurizer runs on "
+                f"{clip.device}. Use device='cpu' or quantize=False."
+            )
+        dim = embedding_dim(self.model)
         embeddings = self._allocate(len(items), dim)
         todo = np.arange(len(items))
         keys = cache = None
+        repeats = []  # (row, row of the same content embedded in this call)
         if self.cache_dir is not None:
             cache = EmbeddingCache(self.cache_dir, self._namespace(clip), dim)
             keys = [content_key(item) for item in items]
@@ -218,7 +224,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                     embeddings[i] = found[key]
                 elif key is None:
                     missing.append(i)
-                elif key not in first_of_key:  # repeated inputs embed once
+                elif key in first_of_key:  # repeated inputs embed once
+                    repeats.append((i, first_of_key[key]))
+                else:
                     first_of_key[key] = i
                     missing.append(i)
             todo = np.asarray(missing, dtype=np.int64)
@@ -229,16 +237,12 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         finally:
             if cache is not None:
                 cache.close()
-        if keys is not None:  # copy repeated inputs from their first occurrence
-            failed = {keys[i]: reason for i, _, reason in failures}
-            first = {}
-            for i, key in enumerate(keys):
-                if key is not None:
-                    j = first.setdefault(key, i)
-                    if j != i:
-                        embeddings[i] = embeddings[j]
-                        if key in failed:
-                            failures.append((i, describe(items[i]), failed[key]))
+        if repeats:
+            failed = {index: reason for index, _, reason in failures}
+            for i, first in repeats:
+                embeddings[i] = embeddings[first]
+                if first in failed:
+                    failures.append((i, describe(items[i]), failed[first]))
             failures.sort()
         if failures:
             error = ImageLoadError(failures, len(items))
@@ -300,11 +304,6 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         chunk = self.batch_size
         encode = clip.model.encode_image
         if self.quantize:
-            if clip.device.type != "cpu":
-                raise ValueError(
-                    f"quantize=True runs on the CPU only; this featurizer runs on "
-                    f"{clip.device}. Use device='cpu' or quantize=False."
-                )
             encode = quantized_image_encoder(self.model, self.pretrained)
         with torch.inference_mode(), autocast(clip.device, self.precision):
             for indices, batch in batches:

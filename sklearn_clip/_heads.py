@@ -39,6 +39,20 @@ _LBFGS_ITERATIONS = 8
 _FUSED_ADAMW = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4)
 
 
+def draw_seed(random_state):
+    """An int seed drawn from a scikit-learn ``random_state``."""
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+@contextlib.contextmanager
+def seeded_torch(random_state):
+    """Seed torch (initialisation, shuffling) from ``random_state`` without
+    touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(draw_seed(random_state))
+        yield
+
+
 def batch_norm_layer(n_features, affine=True):
     """BatchNorm whose running statistics are the plain average over batches.
 
@@ -204,16 +218,11 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseEstima
             )
         return np.searchsorted(self.classes_, y)
 
-    @contextlib.contextmanager
     def _seeded(self):
-        """Seed torch for initialisation and shuffling without touching the
-        caller's global RNG state."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self._seed())
-            yield
+        return seeded_torch(self.random_state)
 
     def _seed(self):
-        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        return draw_seed(self.random_state)
 
     def _new_net(self, n_samples):
         solver = self.solver

@@ -338,5 +338,5 @@ warm_start, device, random_state, verbose
             self.logit_scale_,
         )
 
-    def _on_classes_changed(self, old_classes):
+    def _on_classes_changed(self):
         self.net_.module_.text = self._text_tensor().to(self.net_.module_.text.device)

@@ -223,7 +223,7 @@ warm_start, device, random_state, verbose
         # The training-free cache is rebuilt from each fit's data.
         return self.fine_tune and super()._continuing()
 
-    def _on_classes_changed(self, old_classes):
+    def _on_classes_changed(self):
         module = self.net_.module_
         module.text = self._text_tensor().to(module.text.device)
         module.key_labels = self._key_label_tensor().to(module.key_labels.device)

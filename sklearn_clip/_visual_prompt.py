@@ -5,7 +5,6 @@ import math
 from numbers import Integral, Real
 
 import numpy as np
-import open_clip
 import torch
 from PIL import Image
 from scipy.special import softmax
@@ -13,15 +12,15 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, LRScheduler
 from skorch.utils import to_tensor
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ._base import TextClassesMixin, encode_labels
-from ._clip import autocast, load_clip
+from ._base import TextClassesMixin, decision_from_logits, encode_labels
+from ._clip import autocast, embedding_dim, load_clip
+from ._heads import seeded_torch
 from ._images import (
     ImageLoadError,
     check_image_inputs,
@@ -386,9 +385,8 @@ class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseEstimator):
             )
         clip = load_clip(self.model, self.pretrained, self.device)
         self._check_prompt_fits(clip.image_size)
-        embedding_dim = int(open_clip.get_model_config(self.model)["embed_dim"])
         self.text_features_, self.logit_scale_ = self._class_text(
-            self.classes_, embedding_dim, self.class_names, self.text_features
+            self.classes_, embedding_dim(self.model), self.class_names, self.text_features
         )
         to_uint8, mean, std = split_preprocess(clip.preprocess)
         labels = torch.as_tensor(y_encoded, dtype=torch.int64)
@@ -424,9 +422,7 @@ class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseEstimator):
         ]
         if self.verbose == 1:
             callbacks.append(("progress", EpochProgress()))
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_torch(self.random_state):
             self.net_ = PromptNet(
                 module=module,
                 criterion=nn.CrossEntropyLoss,
@@ -524,10 +520,7 @@ class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, n_classes) or (n_samples,)
             For two classes, the score of ``classes_[1]``.
         """
-        logits = self._image_logits(X, use_prompt)
-        if logits.shape[1] == 2:
-            return logits[:, 1] - logits[:, 0]
-        return logits
+        return decision_from_logits(self._image_logits(X, use_prompt))
 
     def predict_proba(self, X, *, use_prompt=True):
         """Class probabilities, columns in ``classes_`` order.
@@ -577,7 +570,7 @@ class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseEstimator):
         array = (pixels.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
         Image.fromarray(array, mode="RGB").save(path)
 
-    def _on_classes_changed(self, old_classes):
+    def _on_classes_changed(self):
         # The prompt is class-agnostic: only the class rows of the logits change.
         module = self.net_.module_
         module.text = torch.as_tensor(
