@@ -4,7 +4,8 @@ from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import Interval
+from sklearn.model_selection import StratifiedKFold
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import (
     ClassifierOutputMixin,
@@ -13,6 +14,44 @@ from ._base import (
     validate_embeddings,
 )
 from ._zero_shot import TEXT_PARAMETER_CONSTRAINTS
+
+# Blend weights tried by ``alpha="auto"`` (on the scale-matched discriminant).
+AUTO_ALPHAS = (0.0,) + tuple(2.0 ** np.arange(-5, 5))
+# Cross-validation needs 2 samples per class left in every training fold (one
+# sample per class is a different model: the total spread stands in for the
+# within-class covariance). Below that, fixed weights chosen on held-out
+# images of the stanford_cars training pool (1 and 2 shots, 3 draws).
+FALLBACK_ALPHAS = {1: 0.06, 2: 0.25}
+MAX_AUTO_FOLDS = 4
+
+
+def shrunk_discriminant(X, y_encoded, n_classes, shrinkage):
+    """Class means, ``S^-1 mu_k`` and intercepts of GDA with a shrunk shared
+    covariance ``S``."""
+    n_features = X.shape[1]
+    counts = np.bincount(y_encoded, minlength=n_classes)
+    means = np.zeros((n_classes, n_features))
+    np.add.at(means, y_encoded, X)
+    means /= counts[:, None]
+    residuals = X - means[y_encoded]
+    if len(X) == n_classes:  # one per class: no within-class spread
+        residuals = X - X.mean(axis=0)
+    covariance = residuals.T @ residuals / len(X)
+    isotropic = np.trace(covariance) / n_features
+    if isotropic == 0:
+        raise ValueError("all training embeddings are identical; GDA needs spread")
+    covariance *= 1 - shrinkage
+    covariance[np.diag_indices(n_features)] += shrinkage * isotropic
+    # Solve instead of inverting: S is symmetric positive definite.
+    coef = np.linalg.solve(covariance, means.T).T
+    intercept = -0.5 * np.einsum("kd,kd->k", means, coef)
+    return means, coef, intercept
+
+
+def spread_ratio(discriminant_logits, zero_shot_logits):
+    """How much more the discriminant's logits spread across classes than
+    the zero-shot logits (mean per-sample standard deviation)."""
+    return discriminant_logits.std(axis=1).mean() / zero_shot_logits.std(axis=1).mean()
 
 
 class GDAClassifier(
@@ -28,6 +67,11 @@ class GDAClassifier(
     ``alpha=None`` no text is used and no CLIP is loaded, so it works on any
     embeddings.
 
+    The discriminant's logits spread over a range that changes by a factor
+    of ten with the number of shots; before blending they are divided by
+    their spread relative to the zero-shot logits on the training samples
+    (``scale_``), so that one ``alpha`` means the same at every shot count.
+
     With one sample per class the within-class covariance cannot be
     estimated; the spread of all samples around their mean stands in for it.
 
@@ -37,9 +81,15 @@ class GDAClassifier(
         Weight of the isotropic target ``trace(S) / d * I`` in the shrunk
         covariance. The default was chosen on the validation splits of
         caltech101, oxford_pets and oxford_flowers (not their test splits).
-    alpha : float or None, default=None
-        Weight of the discriminant next to the zero-shot logits; None means
-        image-only GDA.
+    alpha : float, "auto" or None, default=None
+        Weight of the scale-matched discriminant next to the zero-shot
+        logits: 0 is zero-shot, 1 gives both the same spread, large values
+        approach image-only GDA. ``"auto"`` picks it from
+        ``0, 1/32, 1/16, ..., 16`` by stratified cross-validation on the
+        training samples (up to 4 folds; no validation set needed). With
+        fewer than 3 samples in some class it uses a fixed weight instead
+        (0.06 with one sample per class, 0.25 with two), chosen on held-out
+        training-pool images of stanford_cars. None means image-only GDA.
     model, pretrained, templates, class_names, text_features, logit_scale, \
 device, precision
         Class text embeddings, used only when ``alpha`` is set; see
@@ -56,6 +106,12 @@ device, precision
         Only when ``alpha`` is set.
     logit_scale_ : float
         Only when ``alpha`` is set.
+    scale_ : float
+        Spread of the discriminant's logits relative to the zero-shot ones
+        on the training samples; only when ``alpha`` is set.
+    alpha_ : float
+        The blend weight used (the chosen one for ``"auto"``); only when
+        ``alpha`` is set.
     n_features_in_ : int
 
     See Also
@@ -97,7 +153,7 @@ device, precision
 
     _parameter_constraints = {
         "shrinkage": [Interval(Real, 0, 1, closed="both")],
-        "alpha": [Interval(Real, 0, None, closed="left"), None],
+        "alpha": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"}), None],
         **TEXT_PARAMETER_CONSTRAINTS,
     }
 
@@ -144,37 +200,53 @@ device, precision
         X, y = validate_embeddings(self, X, y, reset=True)
         X = np.asarray(X, dtype=np.float64)
         self.classes_, y_encoded = encode_labels(y)
-        n_classes, n_features = len(self.classes_), X.shape[1]
+        n_classes = len(self.classes_)
         if n_classes < 2:
             raise ValueError(
                 f"GDAClassifier needs samples of at least 2 classes; got 1 class: "
                 f"{self.classes_.tolist()}"
             )
-        counts = np.bincount(y_encoded, minlength=n_classes)
-        self.means_ = np.zeros((n_classes, n_features))
-        np.add.at(self.means_, y_encoded, X)
-        self.means_ /= counts[:, None]
-        residuals = X - self.means_[y_encoded]
-        if len(X) == n_classes:  # one per class: no within-class spread
-            residuals = X - X.mean(axis=0)
-        covariance = residuals.T @ residuals / len(X)
-        isotropic = np.trace(covariance) / n_features
-        if isotropic == 0:
-            raise ValueError("all training embeddings are identical; GDA needs spread")
-        covariance *= 1 - self.shrinkage
-        covariance[np.diag_indices(n_features)] += self.shrinkage * isotropic
-        # Solve instead of inverting: S is symmetric positive definite.
-        self.coef_ = np.linalg.solve(covariance, self.means_.T).T
-        self.intercept_ = -0.5 * np.einsum("kd,kd->k", self.means_, self.coef_)
+        self.means_, self.coef_, self.intercept_ = shrunk_discriminant(
+            X, y_encoded, n_classes, self.shrinkage
+        )
         if self.alpha is not None:
             self._fit_text(self.classes_)
+            zero_shot = self._zero_shot_logits(X)
+            self.scale_ = spread_ratio(self._discriminant(X), zero_shot)
+            self.alpha_ = (
+                self._choose_alpha(X, y_encoded, zero_shot)
+                if self.alpha == "auto" else float(self.alpha)
+            )
         return self
 
+    def _discriminant(self, X):
+        return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+
+    def _choose_alpha(self, X, y_encoded, zero_shot):
+        """Blend weight with the best cross-validated accuracy on the
+        training samples (ties: the smaller weight)."""
+        n_classes = len(self.classes_)
+        fewest = np.bincount(y_encoded, minlength=n_classes).min()
+        if fewest in FALLBACK_ALPHAS:
+            return FALLBACK_ALPHAS[fewest]
+        folds = StratifiedKFold(min(fewest, MAX_AUTO_FOLDS), shuffle=True, random_state=0)
+        correct = np.zeros(len(AUTO_ALPHAS))
+        for train, held_out in folds.split(X, y_encoded):
+            _, coef, intercept = shrunk_discriminant(
+                X[train], y_encoded[train], n_classes, self.shrinkage
+            )
+            scale = spread_ratio(X[train] @ coef.T + intercept, zero_shot[train])
+            discriminant = (X[held_out] @ coef.T + intercept) / scale
+            for i, alpha in enumerate(AUTO_ALPHAS):
+                blended = zero_shot[held_out] + alpha * discriminant
+                correct[i] += np.sum(blended.argmax(axis=1) == y_encoded[held_out])
+        return AUTO_ALPHAS[int(np.argmax(correct))]
+
     def _logits(self, X):
-        logits = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+        logits = self._discriminant(X)
         if self.alpha is None:
             return logits
-        return self._zero_shot_logits(X) + self.alpha * logits
+        return self._zero_shot_logits(X) + self.alpha_ / self.scale_ * logits
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
