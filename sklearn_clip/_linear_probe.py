@@ -38,7 +38,7 @@ class LinearProbeClassifier(EmbeddingHeadClassifier):
         layer (worth several points in the seed study).
     solver : {"lbfgs", "adamw"}, default="lbfgs"
         Optimiser. ``"lbfgs"`` is full-batch L-BFGS with a strong-Wolfe line
-        search (10 iterations per epoch); ``"adamw"`` is AdamW with torch's
+        search (8 iterations per epoch); ``"adamw"`` is AdamW with torch's
         default decoupled weight decay.
     alpha : float, default=1.0
         L2 penalty on the linear weights, on the scale of scikit-learn's
@@ -46,7 +46,7 @@ class LinearProbeClassifier(EmbeddingHeadClassifier):
     lr : float, default=None
         Learning rate; None means 1.0 for L-BFGS and 1e-3 for AdamW.
     max_epochs : int, default=3
-        Epochs; for L-BFGS one epoch is one step of 10 iterations.
+        Epochs; for L-BFGS one epoch is one step of 8 iterations.
     batch_size : int or "full", default="full"
         Mini-batch size; ``"full"`` trains on all samples at once.
     early_stopping : bool, default=False

@@ -50,7 +50,7 @@ class ZSLinearProbeClassifier(TextHeadClassifier):
     lr : float, default=None
         None means 1.0 for L-BFGS, 1e-3 for AdamW.
     max_epochs : int, default=10
-        Epochs of 10 L-BFGS iterations.
+        Epochs of 8 L-BFGS iterations.
     batch_size, early_stopping, validation_fraction, n_iter_no_change, \
 warm_start, device, random_state, verbose
         Training, as in :class:`LinearProbeClassifier`.
