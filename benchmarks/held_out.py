@@ -33,6 +33,7 @@ from sklearn_clip import (
     FewShotSplit,
     GDAClassifier,
     LinearProbeClassifier,
+    TipAdapterClassifier,
     ZSLinearProbeClassifier,
 )
 from sklearn_clip.bench import load_features
@@ -69,6 +70,17 @@ GRIDS = {
         "pool",
         lambda text: LinearProbeClassifier(device="cpu", random_state=0),
         "max_epochs", [1, 2, 3, 6], (1, 4, 8, 12),
+    ),
+    "Tip-Adapter cache_weight": (
+        "pool",
+        lambda text: TipAdapterClassifier(text_features=text, device="cpu"),
+        "cache_weight", [1.0, 2.0, 4.0], (1, 2, 4, 8, 12),
+    ),
+    "Tip-Adapter-F cache_weight": (
+        "pool",
+        lambda text: TipAdapterClassifier(fine_tune=True, text_features=text,
+                                          device="cpu", random_state=0),
+        "cache_weight", [1.0, 2.0, 4.0], (1, 4, 8, 12),
     ),
     "GDA shrinkage": (
         "val",
@@ -134,6 +146,8 @@ def main(argv=None):
         default = estimator.get_params()[param]
         if param == "lr" and default is None:  # the solver's default step size
             default = estimator._default_lr[estimator.solver]
+        if param == "cache_weight" and default is None:
+            default = estimator._cache_weight()
         if kind == "pool":
             rows = pool_curve(make, param, candidates, shots, args.seeds)
         else:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, validation_curve
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -56,6 +56,21 @@ def test_tip_adapter_without_cache_is_zero_shot(cars):
     zero_shot = ZeroShotClassifier(text_features=text).fit(X, y)
     np.testing.assert_allclose(tip.decision_function(X_test[:50]),
                                zero_shot.decision_function(X_test[:50]), atol=1e-3)
+
+
+def test_tip_adapter_default_cache_weight_wins_on_held_out_pool_images(load_features):
+    # The default was chosen this way: 8 shots per class drawn from the
+    # training pool, scored on the pool's other 8 (never the test split).
+    data = load_features("stanford_cars")
+    tip = TipAdapterClassifier(text_features=data["text_features"], device="cpu")
+    _, held_out = validation_curve(
+        tip, data["X_train"], data["y_train"], param_name="cache_weight",
+        param_range=[None, 1.0], cv=FewShotSplit(8, n_splits=2, random_state=0),
+    )
+    default, paper = held_out.mean(axis=1)
+    assert default > paper + 0.005
+    assert tip._cache_weight() == 2.0
+    assert tip.set_params(fine_tune=True)._cache_weight() == 1.0
 
 
 def test_tip_adapter_f_improves_on_the_cache(cars):
