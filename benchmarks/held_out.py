@@ -66,6 +66,12 @@ GRIDS = {
                                            random_state=0),
         "max_epochs", [15, 30, 60], (1, 4, 8, 12),
     ),
+    "CLIP-Adapter batch_norm": (
+        "pool",
+        lambda text: CLIPAdapterClassifier(text_features=text, device="cpu",
+                                           random_state=0),
+        "batch_norm", [False, True], (1, 2, 4, 8, 12),
+    ),
     "linear probe max_epochs": (
         "pool",
         lambda text: LinearProbeClassifier(device="cpu", random_state=0),
