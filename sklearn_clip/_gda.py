@@ -16,7 +16,7 @@ from ._base import (
 from ._zero_shot import TEXT_PARAMETER_CONSTRAINTS
 
 # Blend weights tried by ``alpha="auto"`` (on the scale-matched discriminant).
-AUTO_ALPHAS = (0.0,) + tuple(2.0 ** np.arange(-5, 5))
+AUTO_ALPHAS = (0.0,) + tuple(2.0**power for power in range(-5, 5))
 # Cross-validation needs 2 samples per class left in every training fold (one
 # sample per class is a different model: the total spread stands in for the
 # within-class covariance). Below that, fixed weights chosen on held-out
@@ -143,6 +143,14 @@ device, precision
     >>> y = ["cat"] * 10 + ["dog"] * 10
     >>> GDAClassifier().fit(X, y).score(X, y)
     1.0
+
+    With class text embeddings (rows in sorted-label order), blended with
+    zero-shot by a cross-validated weight:
+
+    >>> text = np.array([[1.0, 0, 0, 0], [0, 1.0, 1.0, 1.0]])
+    >>> blended = GDAClassifier(alpha="auto", text_features=text).fit(X, y)
+    >>> blended.alpha_
+    4.0
     """
 
     # Means synthesised for unseen classes (text shifted by the modality gap,
