@@ -23,6 +23,8 @@ from sklearn_clip import (
 )
 from sklearn_clip._gda import AUTO_ALPHAS, FALLBACK_ALPHAS
 
+from .conftest import TINY
+
 
 @pytest.fixture(scope="module")
 def cars(load_features):
@@ -201,6 +203,18 @@ def test_gda_auto_alpha_falls_back_below_three_shots(cars, n_shots):
     gda = GDAClassifier(alpha="auto", text_features=text).fit(X, y)
     assert gda.alpha_ == FALLBACK_ALPHAS[n_shots]
     assert gda.score(X_test, y_test) > _zero_shot(text, X, y, X_test, y_test) + 0.005
+
+
+def test_gda_auto_alpha_with_class_names_from_clip():
+    # String labels are the prompts: CLIP (the tiny test model) embeds them.
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(mean, 1, (6, 64)) for mean in (0, 2, 4)]).astype(np.float32)
+    y = np.repeat(["ant", "bee", "wasp"], 6)
+    gda = GDAClassifier(alpha="auto", **TINY).fit(X, y)
+    assert gda.text_features_.shape == (3, 64)
+    assert gda.alpha_ in AUTO_ALPHAS and gda.scale_ > 0
+    assert set(gda.predict(X)) <= {"ant", "bee", "wasp"}
+    assert gda.score(X, y) > 0.9
 
 
 def test_gda_alpha_spans_zero_shot_to_image_only(cars):
