@@ -6,7 +6,7 @@ the package defaults and with the seed recipe (AdamW lr 1e-4, batch 32, 200
 epochs for the linear probe, 400 for the others, judged on the last epoch) -
 and score both on the test split. Nothing is selected on the test split.
 
-    python benchmarks/heads.py                 # 3 seeds, ~45 min on 2 CPU cores
+    python benchmarks/heads.py                 # 3 seeds, ~20 min on 2 CPU cores
     python benchmarks/heads.py --seeds 1       # quick mode
 
 Prints a Markdown table (mean +- std accuracy, mean fit seconds, speed-up)
