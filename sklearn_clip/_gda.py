@@ -86,10 +86,11 @@ class GDAClassifier(
         logits: 0 is zero-shot, 1 gives both the same spread, large values
         approach image-only GDA. ``"auto"`` picks it from
         ``0, 1/32, 1/16, ..., 16`` by stratified cross-validation on the
-        training samples (up to 4 folds; no validation set needed). With
-        fewer than 3 samples in some class it uses a fixed weight instead
-        (0.06 with one sample per class, 0.25 with two), chosen on held-out
-        training-pool images of stanford_cars. None means image-only GDA.
+        training samples (up to 4 folds, shuffled with a fixed seed so that
+        fits are deterministic; no validation set needed). With fewer than 3
+        samples in some class it uses a fixed weight instead (0.06 with one
+        sample per class, 0.25 with two), chosen on held-out training-pool
+        images of stanford_cars. None means image-only GDA.
     model, pretrained, templates, class_names, text_features, logit_scale, \
 device, precision
         Class text embeddings, used only when ``alpha`` is set; see
