@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import validation_curve
+from sklearn.model_selection import PredefinedSplit, validation_curve
 
 from sklearn_clip import (
     AttentionProbeClassifier,
@@ -114,16 +114,18 @@ def pool_curve(make, param, candidates, shots, seeds):
 def val_curve(make, param, candidates):
     rows = {}
     for name in VAL_SETS:
-        path = FEATURES / f"{name}.npz"
-        with np.load(path) as raw:
-            X_val, y_val = raw["X_val"].astype(np.float32), raw["y_val"]
-        data = load_features(path)
-        scores = [
-            make(None).set_params(**{param: value})
-            .fit(data["X_train"], data["y_train"]).score(X_val, y_val)
-            for value in candidates
-        ]
-        rows[name] = np.array(scores)
+        with np.load(FEATURES / f"{name}.npz") as data:
+            n_train = len(data["y_train"])
+            X = np.concatenate([data["X_train"], data["X_val"]]).astype(np.float32)
+            y = np.concatenate([data["y_train"], data["y_val"]])
+        # One split: train on the 16-shot pool, score on the validation split.
+        only_split = PredefinedSplit(
+            np.r_[np.full(n_train, -1), np.zeros(len(y) - n_train)]
+        )
+        _, held_out = validation_curve(
+            make(None), X, y, param_name=param, param_range=candidates, cv=only_split,
+        )
+        rows[name] = held_out[:, 0]
     return rows
 
 
