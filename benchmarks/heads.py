@@ -84,7 +84,9 @@ def fit_score(make_estimator, X, y, X_test, y_test, repeats=1):
 def machine():
     return (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), CPU"
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        # The SIMD level changes both speed and the seeded numerical path.
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
     )
 
 
