@@ -5,7 +5,7 @@ Defaults are chosen without the test split. Two kinds of held-out data:
 * ``pool``: stanford_cars has no validation split, so each shot count k
   draws k images per class from the 16-per-class training pool with
   :class:`~sklearn_clip.FewShotSplit` and scores on the remaining 16 - k
-  (``sklearn.model_selection.validation_curve``, 3 draws).
+  (``sklearn.model_selection.cross_val_score`` per candidate, 3 draws).
 * ``val``: the image-only sets (caltech101, oxford_pets, oxford_flowers)
   train on the whole 16-shot pool and score on their validation split.
 
@@ -25,7 +25,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import PredefinedSplit, validation_curve
+from sklearn.base import clone
+from sklearn.model_selection import PredefinedSplit, cross_val_score
 
 from sklearn_clip import (
     AttentionProbeClassifier,
@@ -41,7 +42,8 @@ from sklearn_clip.bench import load_features
 FEATURES = Path(__file__).resolve().parents[2] / "shared/data/features/clip-vit-b32"
 
 # name -> (held-out data, estimator factory(text), parameter, candidates, shots);
-# the factory's own value of the parameter is the package default.
+# the factory's own value of the parameter is the package default. A tuple of
+# parameters is searched jointly: each candidate is a tuple of their values.
 GRIDS = {
     "GDA + zero-shot alpha": (
         "pool",
@@ -65,6 +67,16 @@ GRIDS = {
         lambda text: CLIPAdapterClassifier(text_features=text, device="cpu",
                                            random_state=0),
         "max_epochs", [15, 30, 60], (1, 4, 8, 12),
+    ),
+    "CLIP-Adapter batch_size, lr, max_epochs": (
+        "pool",
+        lambda text: CLIPAdapterClassifier(text_features=text, device="cpu",
+                                           random_state=0),
+        ("batch_size", "lr", "max_epochs"),
+        # Schedules with half the default's compute at 16 shots or less.
+        [(128, 1e-3, 30), (128, 2e-3, 15), (256, 1.5e-3, 30), (512, 3e-3, 30),
+         (64, 1e-3, 15), (32, 1e-3, 8)],
+        (1, 2, 8, 12),
     ),
     "CLIP-Adapter batch_norm": (
         "pool",
@@ -97,18 +109,28 @@ GRIDS = {
 VAL_SETS = ("caltech101", "oxford_pets", "oxford_flowers")
 
 
+def held_out_scores(estimator, X, y, param, candidates, cv):
+    """Mean held-out accuracy of ``estimator`` with each candidate setting."""
+    names = param if isinstance(param, tuple) else (param,)
+    scores = []
+    for values in candidates:
+        values = values if isinstance(param, tuple) else (values,)
+        candidate = clone(estimator).set_params(**dict(zip(names, values)))
+        scores.append(cross_val_score(candidate, X, y, cv=cv).mean())
+    return np.array(scores)
+
+
 def pool_curve(make, param, candidates, shots, seeds):
     data = load_features(FEATURES / "stanford_cars.npz")
     X, y = data["X_train"], data["y_train"]
     estimator = make(data["text_features"])
-    rows = {}
-    for n_shots in shots:
-        _, held_out = validation_curve(
-            estimator, X, y, param_name=param, param_range=candidates,
+    return {
+        f"{n_shots} shots": held_out_scores(
+            estimator, X, y, param, candidates,
             cv=FewShotSplit(n_shots, n_splits=seeds, random_state=0),
         )
-        rows[f"{n_shots} shots"] = held_out.mean(axis=1)
-    return rows
+        for n_shots in shots
+    }
 
 
 def val_curve(make, param, candidates):
@@ -122,15 +144,28 @@ def val_curve(make, param, candidates):
         only_split = PredefinedSplit(
             np.r_[np.full(n_train, -1), np.zeros(len(y) - n_train)]
         )
-        _, held_out = validation_curve(
-            make(None), X, y, param_name=param, param_range=candidates, cv=only_split,
-        )
-        rows[name] = held_out[:, 0]
+        rows[name] = held_out_scores(make(None), X, y, param, candidates, only_split)
     return rows
 
 
+def resolved_default(estimator, param):
+    """The estimator's value of ``param``, with ``None`` defaults resolved."""
+    if isinstance(param, tuple):
+        return tuple(resolved_default(estimator, name) for name in param)
+    default = estimator.get_params()[param]
+    if param == "lr" and default is None:  # the solver's default step size
+        default = estimator._default_lr[estimator.solver]
+    if param == "cache_weight" and default is None:
+        default = estimator._cache_weight()
+    return default
+
+
 def markdown(name, default, candidates, rows):
-    header = [f"{value}{' *' if value == default else ''}" for value in candidates]
+    header = [
+        f"{', '.join(map(str, value)) if isinstance(value, tuple) else value}"
+        f"{' *' if value == default else ''}"
+        for value in candidates
+    ]
     lines = [f"### {name}", "", "| held-out | " + " | ".join(header) + " |",
              "|---" * (len(candidates) + 1) + "|"]
     for label, scores in rows.items():
@@ -150,12 +185,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message=".*fewer than.*")
     for name in args.grids:
         kind, make, param, candidates, shots = GRIDS[name]
-        estimator = make(None)
-        default = estimator.get_params()[param]
-        if param == "lr" and default is None:  # the solver's default step size
-            default = estimator._default_lr[estimator.solver]
-        if param == "cache_weight" and default is None:
-            default = estimator._cache_weight()
+        default = resolved_default(make(None), param)
         if kind == "pool":
             rows = pool_curve(make, param, candidates, shots, args.seeds)
         else:
