@@ -146,11 +146,16 @@ def run(data, heads, shots, seeds, out, variants=("defaults", "seed recipe")):
     return records
 
 
-def summarize(records):
+def by_head_and_shots(records):
+    """``{(head, shots): {variant: [records]}}`` in the order measured."""
     table = {}
     for r in records:
-        key = (r["head"], r["shots"])
-        table.setdefault(key, {}).setdefault(r["variant"], []).append(r)
+        table.setdefault((r["head"], r["shots"]), {}).setdefault(r["variant"], []).append(r)
+    return table
+
+
+def summarize(records):
+    table = by_head_and_shots(records)
     lines = [
         "| head | shots | defaults (%) | seed recipe (%) | difference | "
         "defaults fit (s, median of 3) | seed recipe fit (s) | speed-up |",
@@ -173,9 +178,7 @@ def summarize(records):
 
 def summarize_seed_code(records):
     """Defaults and the shared-machinery seed recipe against the plain skorch loop."""
-    table = {}
-    for r in records:
-        table.setdefault((r["head"], r["shots"]), {}).setdefault(r["variant"], []).append(r)
+    table = by_head_and_shots(records)
     lines = [
         "| head | shots | seed code (%) | seed code fit (s) | seed recipe fit (s) | "
         "defaults fit (s) | defaults speed-up over seed code |",
