@@ -68,25 +68,27 @@ HEADS = {
 }
 
 
-# name -> (module factory(text tensor, n_features, n_classes), seed-recipe epochs)
+# name -> module factory(seed-recipe params, class text tensor), for --seed-code
 SEED_CODE_MODULES = {
-    "linear probe": (lambda text, d, k: LinearProbeModule(d, k, batch_norm=True), 200),
-    "attention probe": (lambda text, d, k: AttentionProbeModule(text, 0.4, True, True), 400),
-    "CLIP-Adapter": (
-        lambda text, d, k: CLIPAdapterModule(text, 0.2, 4, True, DEFAULT_LOGIT_SCALE), 400,
-    ),
+    "linear probe": lambda p, text: LinearProbeModule(
+        text.shape[1], text.shape[0], p["batch_norm"]),
+    "attention probe": lambda p, text: AttentionProbeModule(
+        text, p["ratio"], p["pre_bn"], p["post_bn"]),
+    "CLIP-Adapter": lambda p, text: CLIPAdapterModule(
+        text, p["ratio"], 4, p["batch_norm"], DEFAULT_LOGIT_SCALE),
 }
 
 
 def build_seed_code(head, text, seed):
     """The seed recipe as a plain skorch net: default DataLoader, unfused AdamW."""
-    make_module, epochs = SEED_CODE_MODULES[head]
+    recipe = HEADS[head][1]
     text = torch.as_tensor(text, dtype=torch.float32).contiguous()
     torch.manual_seed(seed)
     return NeuralNetClassifier(
-        make_module(text, text.shape[1], text.shape[0]),
-        criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.AdamW, lr=1e-4,
-        batch_size=32, max_epochs=epochs, train_split=None,
+        SEED_CODE_MODULES[head](recipe, text),
+        criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.AdamW,
+        lr=recipe["lr"], batch_size=recipe["batch_size"],
+        max_epochs=recipe["max_epochs"], train_split=None,
         iterator_train__shuffle=True, device="cpu", verbose=0,
     )
 
