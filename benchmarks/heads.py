@@ -39,9 +39,9 @@ from sklearn_clip import (
     ZeroShotClassifier,
     few_shot_indices,
 )
+from sklearn_clip._base import DEFAULT_LOGIT_SCALE
 from sklearn_clip._linear_probe import LinearProbeModule
 from sklearn_clip._text_heads import AttentionProbeModule, CLIPAdapterModule
-from sklearn_clip._base import DEFAULT_LOGIT_SCALE
 from sklearn_clip.bench import load_features
 
 DEFAULT_FEATURES = (
@@ -75,7 +75,8 @@ SEED_CODE_MODULES = {
     "attention probe": lambda p, text: AttentionProbeModule(
         text, p["ratio"], p["pre_bn"], p["post_bn"]),
     "CLIP-Adapter": lambda p, text: CLIPAdapterModule(
-        text, p["ratio"], 4, p["batch_norm"], DEFAULT_LOGIT_SCALE),
+        text, p["ratio"], CLIPAdapterClassifier().reduction, p["batch_norm"],
+        DEFAULT_LOGIT_SCALE),
 }
 
 

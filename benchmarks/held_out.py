@@ -73,7 +73,8 @@ GRIDS = {
         lambda text: CLIPAdapterClassifier(text_features=text, device="cpu",
                                            random_state=0),
         ("batch_size", "lr", "max_epochs"),
-        # Schedules with half the default's compute at 16 shots or less.
+        # The default, then schedules cheaper at 16 shots: half the epochs,
+        # or larger batches (faster epochs), or smaller batches with fewer epochs.
         [(128, 1e-3, 30), (128, 2e-3, 15), (256, 1.5e-3, 30), (512, 3e-3, 30),
          (64, 1e-3, 15), (32, 1e-3, 8)],
         (1, 2, 8, 12),
