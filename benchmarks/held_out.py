@@ -47,7 +47,7 @@ FEATURES = Path(__file__).resolve().parents[2] / "shared/data/features/clip-vit-
 GRIDS = {
     "GDA + zero-shot alpha": (
         "pool",
-        lambda text: GDAClassifier(alpha="auto", text_features=text),
+        lambda text: GDAClassifier(discriminant_weight="auto", text_features=text),
         "alpha", [0.06, 0.25, 1.0, 2.0, 4.0, "auto"], (1, 2, 4, 8, 12),
     ),
     "ZS linear probe alpha": (

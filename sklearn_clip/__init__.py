@@ -1,5 +1,6 @@
 """Adapt frozen, pretrained CLIP models to your labelled images, the scikit-learn way."""
 
+from ._version import __version__
 from ._clip import (
     TINY_MODEL,
     CLIPWeightsUnavailableError,
@@ -7,11 +8,13 @@ from ._clip import (
     load_clip,
     resolve_device,
 )
+from ._base import CLIPModelMismatchWarning, InconsistentVersionWarning
 from ._featurizer import CLIPFeaturizer
 from ._gda import GDAClassifier
 from ._images import ImageLoadError, load_image, load_image_folder
 from ._linear_probe import LinearProbeClassifier
 from ._model_selection import FewShotSplit, few_shot_indices, sample_few_shot
+from ._pipeline import make_clip_pipeline
 from ._text import TEMPLATES, encode_class_names
 from ._text_heads import AttentionProbeClassifier, CLIPAdapterClassifier
 from ._tip_adapter import TipAdapterClassifier
@@ -20,7 +23,6 @@ from ._zero_shot import ZeroShotClassifier
 from ._zero_shot_logits import ZeroShotLogits
 from ._zs_linear_probe import ZSLinearProbeClassifier
 
-__version__ = "0.1.0"
 
 __all__ = [
     "TEMPLATES",
@@ -28,10 +30,12 @@ __all__ = [
     "AttentionProbeClassifier",
     "CLIPAdapterClassifier",
     "CLIPFeaturizer",
+    "CLIPModelMismatchWarning",
     "CLIPWeightsUnavailableError",
     "FewShotSplit",
     "GDAClassifier",
     "ImageLoadError",
+    "InconsistentVersionWarning",
     "LinearProbeClassifier",
     "TipAdapterClassifier",
     "VisualPromptClassifier",
@@ -44,6 +48,7 @@ __all__ = [
     "load_clip",
     "load_image",
     "load_image_folder",
+    "make_clip_pipeline",
     "resolve_device",
     "sample_few_shot",
 ]

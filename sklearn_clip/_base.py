@@ -1,19 +1,113 @@
 """Machinery shared by the classifiers: labels, class text embeddings, logits."""
 
 import copy
+import inspect
 import warnings
 
 import numpy as np
 from scipy.special import softmax
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import InconsistentVersionWarning as _SklearnVersionWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._text import encode_class_names, logit_scale_of
 from ._validation import check_text_features
+from ._version import __version__
 
 #: exp(logit_scale) of trained CLIP models (OpenAI and LAION clamp it at 100);
 #: used when text embeddings are given and no model is loaded.
 DEFAULT_LOGIT_SCALE = 100.0
+
+
+class InconsistentVersionWarning(_SklearnVersionWarning):
+    """A pickled estimator comes from another sklearn-clip version.
+
+    A subclass of scikit-learn's warning of the same name, so that one filter
+    handles both.
+    """
+
+    def __str__(self):
+        return (
+            f"Trying to unpickle {self.estimator_name} from sklearn-clip "
+            f"{self.original_sklearn_version} when using sklearn-clip "
+            f"{self.current_sklearn_version}. This might lead to breaking code or "
+            "invalid results; refit the estimator with this version."
+        )
+
+
+class CLIPModelMismatchWarning(UserWarning):
+    """The class text scores the training embeddings at chance level: the
+    embeddings and the text probably come from different CLIP models."""
+
+
+class BaseCLIPEstimator(BaseEstimator):
+    """``BaseEstimator`` whose pickles record the sklearn-clip version.
+
+    Loading a pickle from another version warns
+    (:class:`InconsistentVersionWarning`); a fitted pickle that lacks an
+    attribute this version needs fails at load time with an error naming the
+    version it came from, instead of later inside ``predict``.
+    """
+
+    #: Attributes every fitted instance has; see ``_required_attributes``.
+    _fitted_attributes = ()
+
+    def _required_attributes(self):
+        return self._fitted_attributes
+
+    def __getstate__(self):
+        return dict(super().__getstate__(), _sklearn_clip_version=__version__)
+
+    def __setstate__(self, state):
+        version = state.pop("_sklearn_clip_version", "unknown (before 0.1.0)")
+        if version != __version__:
+            warnings.warn(
+                InconsistentVersionWarning(
+                    estimator_name=type(self).__name__,
+                    current_sklearn_version=__version__,
+                    original_sklearn_version=version,
+                ),
+                stacklevel=2,
+            )
+        super().__setstate__(state)
+        fitted = any(k.endswith("_") and not k.startswith("_") for k in state)
+        missing = [a for a in self._required_attributes() if a not in state]
+        if fitted and missing:
+            raise ValueError(
+                f"This pickled {type(self).__name__} comes from sklearn-clip {version} "
+                f"and lacks {', '.join(missing)}, which sklearn-clip {__version__} "
+                "needs: refit it with this version, or load it with the version "
+                "that saved it."
+            )
+
+
+def warn_unused_parameters(estimator, names, reason):
+    """Warn about parameters set away from their defaults that ``reason``
+    makes ineffective (a parameter a user set never goes silently unused)."""
+    defaults = inspect.signature(type(estimator).__init__).parameters
+    unused = [
+        name for name in names
+        if _differs(getattr(estimator, name), defaults[name].default)
+    ]
+    if unused:
+        warnings.warn(
+            f"{type(estimator).__name__}: {', '.join(unused)} "
+            f"{'has' if len(unused) == 1 else 'have'} no effect {reason}.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _differs(value, default):
+    if value is default:
+        return False
+    if default is None or value is None:
+        return True
+    try:
+        return bool(np.all(value != default)) if np.ndim(value) == 0 else True
+    except (TypeError, ValueError):
+        return True
 
 
 def encode_labels(y):
@@ -22,6 +116,9 @@ def encode_labels(y):
     Classes are sorted as :func:`numpy.unique` sorts them, which is the order
     of ``classes_`` and of ``predict_proba`` columns everywhere.
     """
+    y = np.asarray(y)
+    if y.dtype == object:
+        _check_one_label_kind(y)
     with warnings.catch_warnings():
         # One sample per class is the normal 1-shot case, not a regression target.
         warnings.filterwarnings("ignore", message=".*could represent a regression")
@@ -33,6 +130,23 @@ def encode_labels(y):
             f"Labels must be of one comparable type (all str or all int): {exc}"
         ) from None
     return classes, encoded.reshape(-1)
+
+
+def _check_one_label_kind(y):
+    """Refuse object arrays mixing strings and numbers, which cannot be sorted
+    (numpy and scikit-learn fail on them with unrelated messages)."""
+    kinds = {
+        "str" if isinstance(v, str)
+        else "int" if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        else type(v).__name__
+        for v in y.ravel()
+    }
+    if len(kinds) > 1:
+        raise ValueError(
+            "Labels must be of one type (all str or all int); y mixes "
+            f"{', '.join(sorted(kinds))}. Convert them first, for example "
+            "y = np.asarray(y, dtype=str)."
+        )
 
 
 def validate_embeddings(estimator, X, y="no_validation", *, reset):
@@ -120,6 +234,8 @@ class TextClassesMixin:
     ``logit_scale``.
     """
 
+    _fitted_attributes = ("classes_", "n_features_in_", "text_features_", "logit_scale_")
+
     # False for heads with one learned output per training class: they use
     # the class text to train but cannot score classes they were not fit on.
     _open_vocabulary = True
@@ -152,6 +268,8 @@ class TextClassesMixin:
 
     def _class_text(self, classes, n_features, class_names, text_features):
         """Return ``(text_features, logit_scale)`` for ``classes``."""
+        if callable(text_features):
+            text_features = text_features(classes, n_features)
         if text_features is not None:
             text = check_text_features(text_features, len(classes), n_features)
             scale = self.logit_scale or DEFAULT_LOGIT_SCALE
@@ -179,16 +297,50 @@ class TextClassesMixin:
     def _fit_classes_and_text(self, X, y):
         """``fit`` of the text-only estimators: validate, record classes, embed names."""
         X, y = validate_embeddings(self, X, y, reset=True)
-        self.classes_, _ = encode_labels(y)
-        self._fit_text(self.classes_)
+        self.classes_, y_encoded = encode_labels(y)
+        self._fit_text(X, y_encoded)
 
     def _zero_shot_logits(self, X):
         return self.logit_scale_ * l2_normalize(X) @ self.text_features_.T
 
-    def _fit_text(self, classes):
+    def _fit_text(self, X, y_encoded):
+        """Embed the names of ``classes_`` and check them against ``X``."""
+        if self.text_features is not None:
+            warn_unused_parameters(
+                self, ["templates", "class_names", "precision"],
+                "when text_features is given (no text is encoded)",
+            )
         self.text_features_, self.logit_scale_ = self._class_text(
-            classes, self.n_features_in_, self.class_names, self.text_features
+            self.classes_, self.n_features_in_, self.class_names, self.text_features
         )
+        self._warn_if_text_mismatch(X, y_encoded)
+
+    def _warn_if_text_mismatch(self, X, y_encoded):
+        """Warn when the class text classifies the training embeddings no
+        better than chance: X was then almost surely embedded by another CLIP
+        model than the text (same width, unrelated spaces)."""
+        n_classes = len(self.classes_)
+        if len(y_encoded) < 2 * n_classes:
+            return  # too few samples to tell
+        if self.text_features is None and self.pretrained is None:
+            return  # random weights: already warned, nothing to match
+        accuracy = np.mean(self._zero_shot_logits(X).argmax(axis=1) == y_encoded)
+        chance = 1 / n_classes
+        if accuracy < min(2 * chance, chance + 0.25):
+            source = (
+                "text_features" if self.text_features is not None
+                else f"model={self.model!r}, pretrained={self.pretrained!r}"
+            )
+            warnings.warn(
+                f"{type(self).__name__}: the class text scores the training "
+                f"embeddings at chance level (zero-shot accuracy {accuracy:.1%}, "
+                f"chance {chance:.1%}). X was probably embedded by another CLIP "
+                f"model than the class text ({source}). Embed X with the same "
+                "model and weights, e.g. with make_clip_pipeline(head, model=..., "
+                "pretrained=...).",
+                CLIPModelMismatchWarning,
+                stacklevel=3,
+            )
 
     def with_classes(self, classes, *, class_names=None, text_features=None):
         """Return a copy of this fitted classifier that predicts over new classes.

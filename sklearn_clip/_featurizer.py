@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._base import BaseCLIPEstimator
 from ._clip import (
     autocast,
     embedding_dim,
@@ -19,14 +20,20 @@ from ._clip import (
     resolve_precision,
 )
 from ._embedding_cache import EmbeddingCache, checkpoint_identity, content_key, namespace_key
-from ._images import ImageLoadError, check_image_inputs, describe, iter_decoded
+from ._images import (
+    ImageLoadError,
+    check_image_inputs,
+    describe,
+    iter_decoded,
+    worker_processes_allowed,
+)
 from ._validation import DEVICE_CONSTRAINT, PRECISION_CONSTRAINT, PRETRAINED_CONSTRAINT
 
 # Bump when the embedding pipeline changes, so that caches are not reused.
 _EMBEDDING_VERSION = 1
 
 
-class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIPEstimator):
     """Embed images with a frozen CLIP image encoder.
 
     The CLIP model is given by name and loaded once per process through a
@@ -127,6 +134,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     (3, 64)
     """
 
+    _fitted_attributes = ("embedding_dim_",)
     _parameter_constraints = {
         "model": [str],
         "pretrained": PRETRAINED_CONSTRAINT,
@@ -277,8 +285,10 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def _workers(self, n_items, device):
         if self.num_workers != "auto":
             return self.num_workers
-        if n_items <= self.batch_size:
-            return 0  # starting a worker costs more than it saves
+        if n_items <= self.batch_size or not worker_processes_allowed():
+            # Starting a worker costs more than it saves; inside a joblib or
+            # Dask worker no child process can start: threads decode.
+            return 0
         # On CPU the model's threads use the cores: worker processes only
         # help with spare cores (measured: 2 cores, ViT-B-32, 0.93 of the
         # forward-only rate with threads between batches, 0.84 with a worker).

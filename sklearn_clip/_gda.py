@@ -3,25 +3,27 @@
 from numbers import Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import (
+    BaseCLIPEstimator,
     ClassifierOutputMixin,
     TextClassesMixin,
     encode_labels,
     validate_embeddings,
+    warn_unused_parameters,
 )
-from ._zero_shot import TEXT_PARAMETER_CONSTRAINTS
+from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
-# Blend weights tried by ``alpha="auto"`` (on the scale-matched discriminant).
-AUTO_ALPHAS = (0.0,) + tuple(2.0**power for power in range(-5, 5))
+# Blend weights tried by ``discriminant_weight="auto"`` (on the scale-matched discriminant).
+AUTO_WEIGHTS = (0.0,) + tuple(2.0**power for power in range(-5, 5))
 # Cross-validation needs 2 samples per class left in every training fold (one
 # sample per class is a different model: the total spread stands in for the
 # within-class covariance). Below that, fixed weights chosen on held-out
 # images of the stanford_cars training pool (1 and 2 shots, 3 draws).
-FALLBACK_ALPHAS = {1: 0.06, 2: 0.25}
+FALLBACK_WEIGHTS = {1: 0.06, 2: 0.25}
 MAX_AUTO_FOLDS = 4
 
 
@@ -55,22 +57,22 @@ def spread_ratio(discriminant_logits, zero_shot_logits):
 
 
 class GDAClassifier(
-    TextClassesMixin, ClassifierOutputMixin, ClassifierMixin, BaseEstimator
+    TextClassesMixin, ClassifierOutputMixin, ClassifierMixin, BaseCLIPEstimator
 ):
     """Training-free Gaussian discriminant analysis, blended with zero-shot.
 
     Fits class means and one covariance shared by all classes, shrunk towards
     a multiple of the identity, and classifies with the closed-form linear
     discriminant ``x S^-1 mu_k - mu_k S^-1 mu_k / 2`` (equal class priors, as
-    in few-shot sets). With ``alpha`` set, the discriminant is added to the
-    zero-shot logits with weight ``alpha`` (Wang et al., 2024); with
-    ``alpha=None`` no text is used and no CLIP is loaded, so it works on any
+    in few-shot sets). With class text, the discriminant is added to the
+    zero-shot logits with weight ``discriminant_weight`` (Wang et al., 2024);
+    without, no text is used and no CLIP is loaded, so it works on any
     embeddings.
 
     The discriminant's logits spread over a range that changes by a factor
     of ten with the number of shots; before blending they are divided by
     their spread relative to the zero-shot logits on the training samples
-    (``scale_``), so that one ``alpha`` means the same at every shot count.
+    (``scale_``), so that one weight means the same at every shot count.
 
     With one sample per class the within-class covariance cannot be
     estimated; the spread of all samples around their mean stands in for it.
@@ -81,7 +83,7 @@ class GDAClassifier(
         Weight of the isotropic target ``trace(S) / d * I`` in the shrunk
         covariance. The default was chosen on the validation splits of
         caltech101, oxford_pets and oxford_flowers (not their test splits).
-    alpha : float, "auto" or None, default=None
+    discriminant_weight : float, "auto" or None, default=None
         Weight of the scale-matched discriminant next to the zero-shot
         logits: 0 is zero-shot, 1 gives both the same spread, large values
         approach image-only GDA. ``"auto"`` picks it from
@@ -90,11 +92,15 @@ class GDAClassifier(
         fits are deterministic; no validation set needed). With fewer than 3
         samples in some class it uses a fixed weight instead (0.06 with one
         sample per class, 0.25 with two), chosen on held-out training-pool
-        images of stanford_cars. None means image-only GDA.
+        images of stanford_cars. None (the default) follows the class text
+        given: ``"auto"`` when ``text_features`` or ``class_names`` is set,
+        image-only GDA otherwise. A float or ``"auto"`` with string labels and
+        neither of them embeds the labels as class names with CLIP.
     model, pretrained, templates, class_names, text_features, logit_scale, \
 device, precision
-        Class text embeddings, used only when ``alpha`` is set; see
-        :class:`ZeroShotClassifier`.
+        Class text embeddings, used only with text (see
+        ``discriminant_weight``); see :class:`ZeroShotClassifier`. Image-only
+        fits warn when ``templates``, ``logit_scale`` or ``precision`` is set.
 
     Attributes
     ----------
@@ -104,15 +110,15 @@ device, precision
         ``S^-1 mu_k`` per class.
     intercept_ : ndarray of shape (n_classes,)
     text_features_ : ndarray of shape (n_classes, n_features)
-        Only when ``alpha`` is set.
+        Only with text.
     logit_scale_ : float
-        Only when ``alpha`` is set.
+        Only with text.
     scale_ : float
         Spread of the discriminant's logits relative to the zero-shot ones
-        on the training samples; only when ``alpha`` is set.
-    alpha_ : float
-        The blend weight used (the chosen one for ``"auto"``); only when
-        ``alpha`` is set.
+        on the training samples; only with text.
+    discriminant_weight_ : float
+        The blend weight used (the chosen one for ``"auto"``); only with
+        text.
     n_features_in_ : int
 
     See Also
@@ -149,9 +155,9 @@ device, precision
     zero-shot by a cross-validated weight:
 
     >>> text = np.array([[1.0, 0, 0, 0], [0, 1.0, 1.0, 1.0]])
-    >>> blended = GDAClassifier(alpha="auto", text_features=text).fit(X, y)
-    >>> blended.alpha_
-    4.0
+    >>> blended = GDAClassifier(text_features=text).fit(X, y)
+    >>> 0.0 <= blended.discriminant_weight_ <= 16.0
+    True
     """
 
     # Means synthesised for unseen classes (text shifted by the modality gap,
@@ -162,14 +168,16 @@ device, precision
 
     _parameter_constraints = {
         "shrinkage": [Interval(Real, 0, 1, closed="both")],
-        "alpha": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"}), None],
+        "discriminant_weight": [
+            Interval(Real, 0, None, closed="left"), StrOptions({"auto"}), None
+        ],
         **TEXT_PARAMETER_CONSTRAINTS,
     }
 
     def __init__(
         self,
         shrinkage=0.4,
-        alpha=None,
+        discriminant_weight=None,
         *,
         model="ViT-B-32",
         pretrained="laion2b_s34b_b79k",
@@ -181,7 +189,7 @@ device, precision
         precision="auto",
     ):
         self.shrinkage = shrinkage
-        self.alpha = alpha
+        self.discriminant_weight = discriminant_weight
         self.model = model
         self.pretrained = pretrained
         self.templates = templates
@@ -218,44 +226,68 @@ device, precision
         self.means_, self.coef_, self.intercept_ = shrunk_discriminant(
             X, y_encoded, n_classes, self.shrinkage
         )
-        if self.alpha is not None:
-            self._fit_text(self.classes_)
-            zero_shot = self._zero_shot_logits(X)
-            self.scale_ = spread_ratio(self._discriminant(X), zero_shot)
-            self.alpha_ = (
-                self._choose_alpha(X, y_encoded, zero_shot)
-                if self.alpha == "auto" else float(self.alpha)
+        for stale in ("text_features_", "logit_scale_", "scale_", "discriminant_weight_"):
+            self.__dict__.pop(stale, None)  # from an earlier fit with text
+        weight = self._weight_in_use()
+        if weight is None:
+            warn_unused_parameters(
+                self, ["templates", "logit_scale", "precision"],
+                "in image-only GDA (set text_features, class_names or "
+                "discriminant_weight to blend with class text)",
             )
+            return self
+        self._fit_text(X, y_encoded)
+        zero_shot = self._zero_shot_logits(X)
+        self.scale_ = spread_ratio(self._discriminant(X), zero_shot)
+        self.discriminant_weight_ = (
+            self._choose_weight(X, y_encoded, zero_shot)
+            if weight == "auto" else float(weight)
+        )
         return self
+
+    def _weight_in_use(self):
+        """``discriminant_weight`` with None resolved: "auto" when class text
+        is given, None (image-only) otherwise."""
+        if self.discriminant_weight is not None:
+            return self.discriminant_weight
+        if self.text_features is not None or self.class_names is not None:
+            return "auto"
+        return None
+
+    def _required_attributes(self):
+        base = ("classes_", "n_features_in_", "means_", "coef_", "intercept_")
+        if self._weight_in_use() is None:
+            return base
+        return base + ("text_features_", "logit_scale_", "scale_", "discriminant_weight_")
 
     def _discriminant(self, X):
         return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
 
-    def _choose_alpha(self, X, y_encoded, zero_shot):
+    def _choose_weight(self, X, y_encoded, zero_shot):
         """Blend weight with the best cross-validated accuracy on the
         training samples (ties: the smaller weight)."""
         n_classes = len(self.classes_)
         fewest = np.bincount(y_encoded, minlength=n_classes).min()
-        if fewest in FALLBACK_ALPHAS:
-            return FALLBACK_ALPHAS[fewest]
+        if fewest in FALLBACK_WEIGHTS:
+            return FALLBACK_WEIGHTS[fewest]
         folds = StratifiedKFold(min(fewest, MAX_AUTO_FOLDS), shuffle=True, random_state=0)
-        correct = np.zeros(len(AUTO_ALPHAS))
+        correct = np.zeros(len(AUTO_WEIGHTS))
         for train, held_out in folds.split(X, y_encoded):
             _, coef, intercept = shrunk_discriminant(
                 X[train], y_encoded[train], n_classes, self.shrinkage
             )
             scale = spread_ratio(X[train] @ coef.T + intercept, zero_shot[train])
             discriminant = (X[held_out] @ coef.T + intercept) / scale
-            for i, alpha in enumerate(AUTO_ALPHAS):
-                blended = zero_shot[held_out] + alpha * discriminant
+            for i, weight in enumerate(AUTO_WEIGHTS):
+                blended = zero_shot[held_out] + weight * discriminant
                 correct[i] += np.sum(blended.argmax(axis=1) == y_encoded[held_out])
-        return AUTO_ALPHAS[int(np.argmax(correct))]
+        return AUTO_WEIGHTS[int(np.argmax(correct))]
 
     def _logits(self, X):
         logits = self._discriminant(X)
-        if self.alpha is None:
+        if not hasattr(self, "discriminant_weight_"):
             return logits
-        return self._zero_shot_logits(X) + self.alpha_ / self.scale_ * logits
+        return self._zero_shot_logits(X) + self.discriminant_weight_ / self.scale_ * logits
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

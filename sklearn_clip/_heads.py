@@ -8,11 +8,17 @@ import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import ClassifierOutputMixin, encode_labels, validate_embeddings
+from ._base import (
+    BaseCLIPEstimator,
+    ClassifierOutputMixin,
+    encode_labels,
+    validate_embeddings,
+    warn_unused_parameters,
+)
 from ._clip import resolve_device
 from ._validation import DEVICE_CONSTRAINT
 
@@ -53,16 +59,43 @@ def seeded_torch(random_state):
         yield
 
 
-def batch_norm_layer(n_features, affine=True):
-    """BatchNorm whose running statistics are the plain average over batches.
+class AveragedBatchNorm(torch.nn.BatchNorm1d):
+    """BatchNorm whose running statistics are the plain average of the batch
+    statistics that training normalised with.
 
     With the default momentum (0.1) the running statistics start at mean 0,
     variance 1 and need ~50 updates to forget that; full-batch training makes
     only tens of updates, and CLIP features have per-dimension variances near
     1 / 512, so evaluation-mode outputs would be far off. A cumulative average
-    is exact after one full batch.
+    is exact after one full batch. torch stores the *unbiased* batch variance
+    while training normalises with the biased one, which at one sample per
+    class (a full batch of 2 rows for 2 classes) scales evaluation outputs by
+    ``sqrt(1/2)``; here the stored variance is the one training used, so a
+    full-batch head predicts its training data exactly as it was trained.
     """
-    return torch.nn.BatchNorm1d(n_features, affine=affine, momentum=None)
+
+    def __init__(self, n_features, affine=True):
+        super().__init__(n_features, affine=affine, momentum=None)
+
+    def forward(self, X):
+        if not self.training:
+            return super().forward(X)
+        mean = X.mean(dim=0)
+        var = X.var(dim=0, unbiased=False)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            weight = 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean.detach(), weight)
+            self.running_var.lerp_(var.detach(), weight)
+        normalized = (X - mean) * torch.rsqrt(var + self.eps)
+        if self.affine:
+            normalized = normalized * self.weight + self.bias
+        return normalized
+
+
+def batch_norm_layer(n_features, affine=True):
+    """:class:`AveragedBatchNorm` (see there why not torch's default)."""
+    return AveragedBatchNorm(n_features, affine=affine)
 
 
 class TensorBatchIterator:
@@ -72,6 +105,10 @@ class TensorBatchIterator:
     CLIP embeddings costs more than the training step itself; indexing the
     tensors with a permutation yields the same batches at a fraction of the
     cost. ``batch_size=-1`` yields the whole dataset as one batch.
+
+    A last batch of a single row is merged into the one before it: BatchNorm
+    cannot normalise one row, and dropping it would leave a sample untrained
+    in that epoch. Every sample is used once per epoch.
     """
 
     def __init__(self, dataset, batch_size=-1, shuffle=False, **_):
@@ -93,15 +130,21 @@ class TensorBatchIterator:
             yield X, y  # one full batch: the order does not matter
             return
         order = torch.randperm(n_rows) if self.shuffle else torch.arange(n_rows)
-        for start in range(0, n_rows, self.batch_size):
-            rows = order[start:start + self.batch_size]
+        n_batches = len(self)
+        for batch in range(n_batches):
+            start = batch * self.batch_size
+            stop = n_rows if batch == n_batches - 1 else start + self.batch_size
+            rows = order[start:stop]
             yield X[rows], None if y is None else y[rows]
 
     def __len__(self):
         n_rows = len(self.dataset)
-        if self.batch_size == -1:
+        if self.batch_size == -1 or self.batch_size >= n_rows:
             return 1
-        return -(-n_rows // self.batch_size)
+        n_batches = -(-n_rows // self.batch_size)
+        if n_rows % self.batch_size == 1:
+            n_batches -= 1  # the single last row joins the previous batch
+        return n_batches
 
 
 class HeadNet(NeuralNetClassifier):
@@ -125,7 +168,7 @@ class HeadNet(NeuralNetClassifier):
         return loss
 
 
-class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseEstimator):
+class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseCLIPEstimator):
     """Base of the skorch-trained heads; subclasses define ``_build_module``.
 
     Handles input validation, label encoding (any labels; ``predict`` returns
@@ -135,6 +178,7 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseEstima
     """
 
     _parameter_constraints = dict(TRAINING_PARAMETER_CONSTRAINTS)
+    _fitted_attributes = ("classes_", "n_features_in_", "net_")
     # Learning rate per solver when ``lr=None``; heads may override.
     _default_lr = {"lbfgs": 1.0, "adamw": 1e-3}
 
@@ -142,7 +186,7 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseEstima
     def _build_module(self, n_features, n_classes):
         raise NotImplementedError
 
-    def _prepare_fit(self, X, y):
+    def _prepare_fit(self, X, y_encoded):
         """Hook run after ``classes_`` is set (text heads embed class names)."""
 
     # -- fitting --------------------------------------------------------------
@@ -171,7 +215,8 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseEstima
                     f"{type(self).__name__} needs samples of at least 2 classes; "
                     f"got 1 class: {self.classes_.tolist()}"
                 )
-            self._prepare_fit(X, y)
+            self._check_training_parameters(y_encoded)
+            self._prepare_fit(X, y_encoded)
         with self._seeded():
             if not self._continuing():
                 self.net_ = self._new_net(len(y))
@@ -199,12 +244,36 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseEstima
         X, y = validate_embeddings(self, X, y, reset=first)
         if first:
             self.classes_, _ = encode_labels(y if classes is None else np.asarray(classes))
-            self._prepare_fit(X, y)
+        y_encoded = self._encode_known(y)
+        if first:
+            self._check_training_parameters(y_encoded)
+            self._prepare_fit(X, y_encoded)
         with self._seeded():
             if first:
                 self.net_ = self._new_net(len(y))
-            self._train(X, self._encode_known(y), epochs=1)
+            self._train(X, y_encoded, epochs=1)
         return self
+
+    def _check_training_parameters(self, y_encoded):
+        """Refuse or flag training settings the data makes impossible or moot."""
+        if not self.early_stopping:
+            warn_unused_parameters(
+                self, ["validation_fraction", "n_iter_no_change"],
+                "unless early_stopping=True",
+            )
+            return
+        counts = np.bincount(y_encoded, minlength=len(self.classes_))
+        n_valid = int(np.ceil(self.validation_fraction * len(y_encoded)))
+        if counts.min() < 2 or n_valid < len(self.classes_):
+            raise ValueError(
+                f"early_stopping=True holds out validation_fraction="
+                f"{self.validation_fraction} of the training samples, stratified by "
+                f"class; that needs at least 2 samples in every class and a held-out "
+                f"part of at least one sample per class ({len(self.classes_)} "
+                f"classes), but the smallest class has {counts.min()} sample(s) and "
+                f"the held-out part would have {n_valid}. Use early_stopping=False "
+                "(the default) or a larger validation_fraction."
+            )
 
     def _continuing(self):
         return self.warm_start and hasattr(self, "net_")

@@ -1,5 +1,6 @@
 """Image inputs: validating X, decoding to RGB, and listing image folders."""
 
+import multiprocessing
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -298,6 +299,34 @@ def _thread_batches(dataset, batch_size, pin_memory):
             yield indices, batch, failures
 
 
+def worker_processes_allowed():
+    """Whether this process may start DataLoader worker processes.
+
+    Not inside another pool's worker (joblib/loky, multiprocessing, Dask):
+    daemonic processes cannot have children, and loky's process objects
+    lack what DataLoader workers expect. Decoding uses threads there.
+    """
+    return (
+        multiprocessing.parent_process() is None
+        and not multiprocessing.current_process().daemon
+    )
+
+
+def checked_num_workers(num_workers):
+    """``num_workers`` where worker processes are allowed, else 0 with a
+    warning (decoding falls back to threads)."""
+    if num_workers and not worker_processes_allowed():
+        warnings.warn(
+            f"num_workers={num_workers} ignored: this code runs inside a worker "
+            f"process ({multiprocessing.current_process().name}), which cannot "
+            "start DataLoader worker processes; decoding with threads instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return 0
+    return num_workers
+
+
 def iter_decoded(
     items, transform, *, batch_size, num_workers=0, pin_memory=False,
     progress="auto", desc="images", failures=None,
@@ -317,7 +346,7 @@ def iter_decoded(
     dropped silently.
     """
     dataset = DecodedImages(items, transform)
-    if num_workers:
+    if checked_num_workers(num_workers):
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=batch_size,

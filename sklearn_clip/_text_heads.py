@@ -7,9 +7,9 @@ import torch
 from sklearn.utils._param_validation import Interval
 from torch import nn
 
-from ._base import TextClassesMixin
+from ._base import TextClassesMixin, warn_unused_parameters
 from ._heads import EmbeddingHeadClassifier, batch_norm_layer
-from ._zero_shot import TEXT_PARAMETER_CONSTRAINTS
+from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
 
 class TextHeadClassifier(TextClassesMixin, EmbeddingHeadClassifier):
@@ -19,9 +19,12 @@ class TextHeadClassifier(TextClassesMixin, EmbeddingHeadClassifier):
         **EmbeddingHeadClassifier._parameter_constraints,
         **TEXT_PARAMETER_CONSTRAINTS,
     }
+    _fitted_attributes = EmbeddingHeadClassifier._fitted_attributes + (
+        "text_features_", "logit_scale_"
+    )
 
-    def _prepare_fit(self, X, y):
-        self._fit_text(self.classes_)
+    def _prepare_fit(self, X, y_encoded):
+        self._fit_text(X, y_encoded)
 
     def _text_tensor(self):
         # Contiguous: L-BFGS views gradients flat, and a clone keeps strides.
@@ -92,7 +95,7 @@ warm_start, device, random_state, verbose
     classes_ : ndarray of shape (n_classes,)
     text_features_ : ndarray of shape (n_classes, n_features)
     logit_scale_ : float
-        Unused by this head's logits; kept for open-vocabulary siblings.
+        Unused by this head's logits (setting ``logit_scale`` warns).
     net_ : skorch.NeuralNetClassifier
     n_features_in_ : int
 
@@ -180,6 +183,13 @@ warm_start, device, random_state, verbose
 
     _open_vocabulary = False
     _default_lr = {"lbfgs": 1.0, "adamw": 6e-3}
+
+    def _prepare_fit(self, X, y_encoded):
+        warn_unused_parameters(
+            self, ["logit_scale"], "on the attention probe (its linear layer sets "
+            "the scale of the logits)",
+        )
+        super()._prepare_fit(X, y_encoded)
 
     def _build_module(self, n_features, n_classes):
         return AttentionProbeModule(

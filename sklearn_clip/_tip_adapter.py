@@ -7,7 +7,7 @@ import torch
 from sklearn.utils._param_validation import Interval
 from torch import nn
 
-from ._base import l2_normalize, validate_embeddings
+from ._base import l2_normalize, validate_embeddings, warn_unused_parameters
 from ._text_heads import TextHeadClassifier
 
 
@@ -173,9 +173,17 @@ warm_start, device, random_state, verbose
         self.random_state = random_state
         self.verbose = verbose
 
-    def _prepare_fit(self, X, y):
-        super()._prepare_fit(X, y)
-        self.cache_labels_ = np.asarray(y)
+    _fitted_attributes = TextHeadClassifier._fitted_attributes + ("cache_labels_",)
+
+    def _prepare_fit(self, X, y_encoded):
+        if not self.fine_tune:
+            warn_unused_parameters(
+                self, ["solver", "alpha", "lr", "max_epochs", "batch_size",
+                       "early_stopping", "warm_start"],
+                "without fine_tune=True (the training-free cache is not trained)",
+            )
+        super()._prepare_fit(X, y_encoded)
+        self.cache_labels_ = self.classes_[y_encoded]
         self._cache_keys = l2_normalize(np.asarray(X, dtype=np.float32))
 
     def _key_label_tensor(self):

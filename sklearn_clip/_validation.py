@@ -1,16 +1,29 @@
 """Parameter constraints and input checks shared by the estimators."""
 
 import os
+from numbers import Real
 
 import numpy as np
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 
 DEVICE_CONSTRAINT = [str]
 PRECISION_CONSTRAINT = [StrOptions({"auto", "fp32", "bf16", "fp16"})]
 PRETRAINED_CONSTRAINT = [str, os.PathLike, None]
 TEMPLATES_CONSTRAINT = [str, list, tuple]
 CLASS_NAMES_CONSTRAINT = [dict, list, tuple, None]
-TEXT_FEATURES_CONSTRAINT = ["array-like", None]
+TEXT_FEATURES_CONSTRAINT = ["array-like", callable, None]
+
+#: Parameters of every estimator whose classifier comes from class text.
+TEXT_PARAMETER_CONSTRAINTS = {
+    "model": [str],
+    "pretrained": PRETRAINED_CONSTRAINT,
+    "templates": TEMPLATES_CONSTRAINT,
+    "class_names": CLASS_NAMES_CONSTRAINT,
+    "text_features": TEXT_FEATURES_CONSTRAINT,
+    "logit_scale": [Interval(Real, 0, None, closed="neither"), None],
+    "device": DEVICE_CONSTRAINT,
+    "precision": PRECISION_CONSTRAINT,
+}
 
 
 def check_text_features(text_features, n_classes, n_features):

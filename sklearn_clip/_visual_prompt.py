@@ -11,17 +11,23 @@ from scipy.special import softmax
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, LRScheduler
 from skorch.utils import to_tensor
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ._base import TextClassesMixin, decision_from_logits, encode_labels
+from ._base import (
+    BaseCLIPEstimator,
+    TextClassesMixin,
+    decision_from_logits,
+    encode_labels,
+)
 from ._clip import autocast, embedding_dim, load_clip
 from ._heads import seeded_torch
 from ._images import (
+    checked_num_workers,
     ImageLoadError,
     check_image_inputs,
     describe,
@@ -29,7 +35,7 @@ from ._images import (
     load_image,
     split_preprocess,
 )
-from ._zero_shot import TEXT_PARAMETER_CONSTRAINTS
+from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
 #: The text template of the visual prompting paper.
 PAPER_TEMPLATE = "This is a photo of a {}"
@@ -185,7 +191,7 @@ class DecodeEveryEpoch(torch.utils.data.Dataset):
         return image, self.labels[index]
 
 
-class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseEstimator):
+class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseCLIPEstimator):
     """Classify images with CLIP after adding a learned visual prompt.
 
     One perturbation in pixel space (the *visual prompt*), shared by all
@@ -298,6 +304,7 @@ class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseEstimator):
     (2,)
     """
 
+    _fitted_attributes = ("classes_", "text_features_", "logit_scale_", "net_")
     _parameter_constraints = {
         **TEXT_PARAMETER_CONSTRAINTS,
         "prompt": [StrOptions({"padding", "fixed_patch", "random_patch"})],
@@ -432,7 +439,9 @@ class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseEstimator):
                 max_epochs=self.max_epochs,
                 batch_size=self.batch_size,
                 iterator_train__shuffle=True,
-                iterator_train__num_workers=0 if self.cache_images else self.num_workers,
+                iterator_train__num_workers=(
+                    0 if self.cache_images else checked_num_workers(self.num_workers)
+                ),
                 train_split=None,
                 classes=list(range(len(self.classes_))),
                 callbacks=callbacks,

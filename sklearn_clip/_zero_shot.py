@@ -1,37 +1,13 @@
 """Zero-shot classification of CLIP image embeddings with class-name prompts."""
 
-from numbers import Real
+from sklearn.base import ClassifierMixin, _fit_context
 
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import Interval
-
-from ._base import (
-    ClassifierOutputMixin,
-    TextClassesMixin,
-)
-from ._validation import (
-    CLASS_NAMES_CONSTRAINT,
-    DEVICE_CONSTRAINT,
-    PRECISION_CONSTRAINT,
-    PRETRAINED_CONSTRAINT,
-    TEMPLATES_CONSTRAINT,
-    TEXT_FEATURES_CONSTRAINT,
-)
-
-TEXT_PARAMETER_CONSTRAINTS = {
-    "model": [str],
-    "pretrained": PRETRAINED_CONSTRAINT,
-    "templates": TEMPLATES_CONSTRAINT,
-    "class_names": CLASS_NAMES_CONSTRAINT,
-    "text_features": TEXT_FEATURES_CONSTRAINT,
-    "logit_scale": [Interval(Real, 0, None, closed="neither"), None],
-    "device": DEVICE_CONSTRAINT,
-    "precision": PRECISION_CONSTRAINT,
-}
+from ._base import BaseCLIPEstimator, ClassifierOutputMixin, TextClassesMixin
+from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
 
 class ZeroShotClassifier(
-    TextClassesMixin, ClassifierOutputMixin, ClassifierMixin, BaseEstimator
+    TextClassesMixin, ClassifierOutputMixin, ClassifierMixin, BaseCLIPEstimator
 ):
     """Classify CLIP image embeddings by similarity to class-name prompts.
 

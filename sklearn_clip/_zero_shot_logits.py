@@ -1,14 +1,14 @@
 """Zero-shot logits as features, for the seed study's "image + logits" probe."""
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import TransformerMixin, _fit_context
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 
-from ._base import TextClassesMixin, validate_embeddings
-from ._zero_shot import TEXT_PARAMETER_CONSTRAINTS
+from ._base import BaseCLIPEstimator, TextClassesMixin, validate_embeddings
+from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
 
-class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseEstimator):
+class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
     """Append CLIP's zero-shot logits to the image embeddings (or replace them).
 
     With ``make_pipeline(ZeroShotLogits(...), StandardScaler(),

@@ -79,7 +79,7 @@ METHODS = {
     ),
     "GDA": Method(lambda text: GDAClassifier(), seed=False),
     "GDA + zero-shot": Method(
-        lambda text: GDAClassifier(alpha="auto", text_features=text),
+        lambda text: GDAClassifier(discriminant_weight="auto", text_features=text),
         needs_text=True,
         seed=False,
     ),

@@ -3,6 +3,7 @@ import os
 # No model hub is reachable in CI: fail downloads at once instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import zlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -16,6 +17,19 @@ IMAGES = SHARED_DATA / "images"
 
 #: Keyword arguments giving the tiny random-weight CLIP on CPU.
 TINY = dict(model=TINY_MODEL, pretrained=None, device="cpu")
+
+
+def hashed_class_text(classes, n_features):
+    """Deterministic stand-in text encoder: one pseudo-random unit vector per
+    label, seeded by the label itself, of any width. Lets the text-based
+    estimators fit on unnamed labels of any feature width (the estimator
+    checks); the same label always gets the same vector, in any process."""
+    rows = []
+    for label in classes:
+        seed = zlib.crc32(repr(label).encode())
+        rows.append(np.random.default_rng(seed).normal(size=n_features))
+    text = np.asarray(rows)
+    return text / np.linalg.norm(text, axis=1, keepdims=True)
 
 
 def _require(path):

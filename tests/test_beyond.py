@@ -21,7 +21,7 @@ from sklearn_clip import (
     ZSLinearProbeClassifier,
     few_shot_indices,
 )
-from sklearn_clip._gda import AUTO_ALPHAS, FALLBACK_ALPHAS
+from sklearn_clip._gda import AUTO_WEIGHTS, FALLBACK_WEIGHTS
 
 from .conftest import TINY
 
@@ -168,63 +168,63 @@ def test_gda_without_text_matches_scaled_logistic_regression(load_features, name
 def test_gda_with_text_beats_both_parts(cars, n_shots):
     shots, X_test, y_test, text = cars
     X, y = shots(n_shots)
-    blended = GDAClassifier(alpha="auto", text_features=text).fit(X, y)
+    blended = GDAClassifier(discriminant_weight="auto", text_features=text).fit(X, y)
     image_only = GDAClassifier().fit(X, y).score(X_test, y_test)
     zero_shot = _zero_shot(text, X, y, X_test, y_test)
-    assert blended.alpha_ in AUTO_ALPHAS
+    assert blended.discriminant_weight_ in AUTO_WEIGHTS
     assert blended.score(X_test, y_test) > max(image_only, zero_shot) + 0.02
     with pytest.raises(AttributeError, match="open vocabulary"):
         blended.with_classes(["x"])
 
 
-def test_gda_auto_alpha_is_cross_validated_on_the_training_set(cars):
+def test_gda_auto_weight_is_cross_validated_on_the_training_set(cars):
     shots, _, _, text = cars
     X, y = shots(8)
-    auto = GDAClassifier(alpha="auto", text_features=text).fit(X, y)
+    auto = GDAClassifier(discriminant_weight="auto", text_features=text).fit(X, y)
     # Recompute the cross-validated accuracy of every weight by hand.
     folds = StratifiedKFold(4, shuffle=True, random_state=0)
     y_encoded = np.searchsorted(auto.classes_, y)
-    correct = np.zeros(len(AUTO_ALPHAS))
+    correct = np.zeros(len(AUTO_WEIGHTS))
     for train, held_out in folds.split(X, y_encoded):
-        fold = GDAClassifier(alpha=1.0, text_features=text).fit(X[train], y[train])
+        fold = GDAClassifier(discriminant_weight=1.0, text_features=text).fit(X[train], y[train])
         zero_shot = fold._zero_shot_logits(X[held_out])
         discriminant = fold._discriminant(X[held_out]) / fold.scale_
-        for i, alpha in enumerate(AUTO_ALPHAS):
-            predicted = (zero_shot + alpha * discriminant).argmax(axis=1)
+        for i, weight in enumerate(AUTO_WEIGHTS):
+            predicted = (zero_shot + weight * discriminant).argmax(axis=1)
             correct[i] += np.sum(predicted == y_encoded[held_out])
-    assert auto.alpha_ == AUTO_ALPHAS[int(np.argmax(correct))]
-    assert 0 < auto.alpha_ < AUTO_ALPHAS[-1]  # an interior choice on real features
+    assert auto.discriminant_weight_ == AUTO_WEIGHTS[int(np.argmax(correct))]
+    assert 0 < auto.discriminant_weight_ < AUTO_WEIGHTS[-1]  # an interior choice on real features
 
 
 @pytest.mark.parametrize("n_shots", [1, 2])
-def test_gda_auto_alpha_falls_back_below_three_shots(cars, n_shots):
+def test_gda_auto_weight_falls_back_below_three_shots(cars, n_shots):
     shots, X_test, y_test, text = cars
     X, y = shots(n_shots)
-    gda = GDAClassifier(alpha="auto", text_features=text).fit(X, y)
-    assert gda.alpha_ == FALLBACK_ALPHAS[n_shots]
+    gda = GDAClassifier(discriminant_weight="auto", text_features=text).fit(X, y)
+    assert gda.discriminant_weight_ == FALLBACK_WEIGHTS[n_shots]
     assert gda.score(X_test, y_test) > _zero_shot(text, X, y, X_test, y_test) + 0.005
 
 
-def test_gda_auto_alpha_with_class_names_from_clip():
+def test_gda_auto_weight_with_class_names_from_clip():
     # String labels are the prompts: CLIP (the tiny test model) embeds them.
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(mean, 1, (6, 64)) for mean in (0, 2, 4)]).astype(np.float32)
     y = np.repeat(["ant", "bee", "wasp"], 6)
-    gda = GDAClassifier(alpha="auto", **TINY).fit(X, y)
+    gda = GDAClassifier(discriminant_weight="auto", **TINY).fit(X, y)
     assert gda.text_features_.shape == (3, 64)
-    assert gda.alpha_ in AUTO_ALPHAS and gda.scale_ > 0
+    assert gda.discriminant_weight_ in AUTO_WEIGHTS and gda.scale_ > 0
     assert set(gda.predict(X)) <= {"ant", "bee", "wasp"}
     assert gda.score(X, y) > 0.9
 
 
-def test_gda_alpha_spans_zero_shot_to_image_only(cars):
+def test_gda_weight_spans_zero_shot_to_image_only(cars):
     shots, X_test, _, text = cars
     X, y = shots(4)
     zero_shot = ZeroShotClassifier(text_features=text).fit(X, y).predict(X_test)
     image_only = GDAClassifier().fit(X, y).predict(X_test)
-    none = GDAClassifier(alpha=0, text_features=text).fit(X, y)
+    none = GDAClassifier(discriminant_weight=0, text_features=text).fit(X, y)
     np.testing.assert_array_equal(none.predict(X_test), zero_shot)
-    huge = GDAClassifier(alpha=1e6, text_features=text).fit(X, y)
+    huge = GDAClassifier(discriminant_weight=1e6, text_features=text).fit(X, y)
     assert (huge.predict(X_test) == image_only).mean() > 0.999
 
 
