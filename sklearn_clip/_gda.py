@@ -146,7 +146,7 @@ device, precision
     >>> import numpy as np
     >>> from sklearn_clip import GDAClassifier
     >>> rng = np.random.default_rng(0)
-    >>> X = np.vstack([rng.normal(0, 1, (10, 4)), rng.normal(3, 1, (10, 4))])
+    >>> X = np.vstack([rng.normal(-2, 1, (10, 4)), rng.normal(2, 1, (10, 4))])
     >>> y = ["cat"] * 10 + ["dog"] * 10
     >>> GDAClassifier().fit(X, y).score(X, y)
     1.0
@@ -154,7 +154,7 @@ device, precision
     With class text embeddings (rows in sorted-label order), blended with
     zero-shot by a cross-validated weight:
 
-    >>> text = np.array([[1.0, 0, 0, 0], [0, 1.0, 1.0, 1.0]])
+    >>> text = np.array([[-1.0, -1.0, -1.0, 0], [1.0, 1.0, 1.0, 0]])
     >>> blended = GDAClassifier(text_features=text).fit(X, y)
     >>> 0.0 <= blended.discriminant_weight_ <= 16.0
     True

@@ -7,14 +7,19 @@ Sizes: 33, 129 and 161 photos (last mini-batches of one row, folds of
 uneven size) and one training sample per class.
 """
 
+import warnings
+
 import numpy as np
 import pytest
+import torch
+from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score
 
 from sklearn_clip import (
     AttentionProbeClassifier,
     CLIPAdapterClassifier,
+    CLIPFeaturizer,
     GDAClassifier,
     LinearProbeClassifier,
     TipAdapterClassifier,
@@ -73,16 +78,18 @@ def test_pipeline_in_parallel_grid_search_and_cross_validation(photos, name, siz
     head, grid = HEADS[name]
     pipe = make_clip_pipeline(head, **TINY, cache_dir=str(cache))
     grid = {f"head__{key}": values for key, values in grid.items()}
+    # n_jobs=2 first: the first test of each size embeds (a cold cache)
+    # inside the joblib workers, where no DataLoader process may start.
     searches = [
         GridSearchCV(pipe, grid, cv=_cv(size), n_jobs=n_jobs).fit(paths, labels)
-        for n_jobs in (1, 2)
+        for n_jobs in (2, 1)
     ]
     assert searches[0].best_params_ == searches[1].best_params_
     np.testing.assert_array_equal(
         searches[0].cv_results_["mean_test_score"], searches[1].cv_results_["mean_test_score"]
     )
     cv = _cv(size) if size == "1 per class" else 5
-    scores = [cross_val_score(pipe, paths, labels, cv=cv, n_jobs=n_jobs) for n_jobs in (1, 2)]
+    scores = [cross_val_score(pipe, paths, labels, cv=cv, n_jobs=n_jobs) for n_jobs in (2, 1)]
     np.testing.assert_array_equal(scores[0], scores[1])
     assert searches[1].predict(paths[:3]).shape == (3,)
 
@@ -100,3 +107,26 @@ def test_heads_on_real_features_in_parallel(load_features, name):
     scores = [cross_val_score(head, X, y, cv=5, n_jobs=n_jobs) for n_jobs in (1, 2)]
     np.testing.assert_array_equal(scores[0], scores[1])
     assert scores[0].mean() > 2 / 20  # far above chance on real features
+
+
+def _embed_in_worker(paths, num_workers):
+    featurizer = CLIPFeaturizer(**TINY, batch_size=2, num_workers=num_workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        embeddings = featurizer.fit_transform(paths)
+    auto = featurizer.set_params(num_workers="auto")._workers(1000, torch.device("cpu"))
+    return embeddings, auto, [str(w.message) for w in caught]
+
+
+def test_featurizer_decodes_with_threads_inside_joblib_workers(photo_set):
+    # A DataLoader worker process started inside a loky worker fails with
+    # "'Process' object has no attribute 'env'"; inside workers the featurizer
+    # decodes with threads ("auto") or warns and does so (explicit count).
+    paths = [path for path, _, _ in photo_set("cifar10")[:6]]
+    expected = CLIPFeaturizer(**TINY, batch_size=2, num_workers=0).fit_transform(paths)
+    results = Parallel(n_jobs=2)(delayed(_embed_in_worker)(paths, n) for n in (1, "auto"))
+    for embeddings, auto_workers, messages in results:
+        np.testing.assert_allclose(embeddings, expected, rtol=1e-5, atol=1e-6)
+        assert auto_workers == 0
+    assert any("num_workers=1 ignored" in m for m in results[0][2])
+    assert not any("num_workers" in m for m in results[1][2])
