@@ -14,7 +14,7 @@ features are single views, so the pool favours settings that fit the
 augmented views; the README says where this mattered (CLIP-Adapter).
 
     python benchmarks/held_out.py                    # every grid, ~3 min on 2 CPU cores
-    python benchmarks/held_out.py --grids "GDA + zero-shot alpha"
+    python benchmarks/held_out.py --grids "GDA + zero-shot discriminant_weight"
 
 Prints one Markdown table per grid (mean held-out accuracy per setting and
 shot count; the package default is marked with *).
@@ -45,10 +45,10 @@ FEATURES = Path(__file__).resolve().parents[2] / "shared/data/features/clip-vit-
 # the factory's own value of the parameter is the package default. A tuple of
 # parameters is searched jointly: each candidate is a tuple of their values.
 GRIDS = {
-    "GDA + zero-shot alpha": (
+    "GDA + zero-shot discriminant_weight": (
         "pool",
         lambda text: GDAClassifier(discriminant_weight="auto", text_features=text),
-        "alpha", [0.06, 0.25, 1.0, 2.0, 4.0, "auto"], (1, 2, 4, 8, 12),
+        "discriminant_weight", [0.06, 0.25, 1.0, 2.0, 4.0, "auto"], (1, 2, 4, 8, 12),
     ),
     "ZS linear probe alpha": (
         "pool",

@@ -84,13 +84,14 @@ for name, clf in classifiers.items():
 # %%
 # One pipeline from paths to labels
 # ---------------------------------
-# Featurizer and head compose in a Pipeline; it pickles without CLIP's
-# weights (the model is loaded by name when needed).
+# ``make_clip_pipeline`` puts the featurizer and the head on one CLIP model
+# (images and class text must come from the same one). The pipeline pickles
+# without CLIP's weights (the model is loaded by name when needed).
 import pickle
 
-from sklearn.pipeline import Pipeline
+from sklearn_clip import make_clip_pipeline
 
-pipe = Pipeline([("clip", featurizer), ("head", TipAdapterClassifier(**text))])
+pipe = make_clip_pipeline(TipAdapterClassifier(), model=MODEL, pretrained=PRETRAINED)
 pipe.fit(train_paths, train_labels)
 print("predictions:", pipe.predict(test_paths[:4]))
 print(f"pickled pipeline: {len(pickle.dumps(pipe)) / 1e3:.0f} kB")

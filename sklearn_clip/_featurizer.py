@@ -225,6 +225,14 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
             cache = EmbeddingCache(self.cache_dir, self._namespace(clip), dim)
             keys = [content_key(item) for item in items]
             found = cache.get(keys)
+            if cache.damaged_rows:
+                warnings.warn(
+                    f"{cache.damaged_rows} damaged embedding(s) in the cache "
+                    f"{cache.path} failed their checksum; they are computed again "
+                    "and replaced.",
+                    UserWarning,
+                    stacklevel=2,
+                )
             missing = []
             first_of_key = {}
             for i, key in enumerate(keys):
@@ -265,7 +273,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
     def _allocate(self, n_items, dim):
         if self.memmap_dir is None:
             return np.empty((n_items, dim), np.float32)
-        directory = Path(self.memmap_dir)
+        directory = Path(self.memmap_dir).expanduser()
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"clip-embeddings-{uuid.uuid4().hex}.npy"
         return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,

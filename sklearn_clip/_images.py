@@ -59,9 +59,9 @@ def check_image_inputs(X):
         raise ValueError("X must be a sequence of images; wrap one image in a list.")
     if isinstance(X, np.ndarray):
         if X.ndim == 4 and X.dtype == np.uint8 and X.shape[-1] in (1, 3, 4):
-            return list(X)
+            return _non_empty(list(X))
         if X.ndim == 1:
-            return list(X)
+            return _non_empty(list(X))
         raise ValueError(
             "An array X must be a 1-d array of images/paths or a uint8 stack of "
             f"shape (n, height, width, channels); got dtype {X.dtype} and shape "
@@ -78,10 +78,14 @@ def check_image_inputs(X):
         raise ValueError(
             f"X must be a sequence of images, got {type(X).__name__}."
         )
-    X = list(X)
-    if not X:
+    return _non_empty(list(X))
+
+
+def _non_empty(items):
+    # One rule for every container, arrays included.
+    if not items:
         raise ValueError("X is empty: at least one image is required.")
-    return X
+    return items
 
 
 def describe(item):
@@ -105,9 +109,14 @@ def _to_rgb(image):
     if image.mode == "RGB":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # 16-bit and float greyscale: rescale instead of clipping to 255.
+        # Integer greyscale is 16-bit (PNG, TIFF): one fixed scale for every
+        # image, so a dark 16-bit image stays dark. Float images carry no
+        # range; values above 1 are read as 0-255, otherwise as 0-1.
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+        if image.mode == "F":
+            top = 255.0 if values.max(initial=0) > 1.0 else 1.0
+        else:
+            top = 65535.0
         grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (
@@ -145,6 +154,15 @@ def _array_to_image(array):
     return Image.fromarray(array, mode="RGB" if array.shape[-1] == 3 else "RGBA")
 
 
+def _check_pixel_limit(size):
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and size[0] * size[1] > limit:
+        raise Image.DecompressionBombError(
+            f"Image size ({size[0] * size[1]} pixels) exceeds limit of {limit} "
+            "pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+        )
+
+
 def load_image(item):
     """Decode one input (path, PIL image or uint8 array) to an RGB PIL image.
 
@@ -160,23 +178,36 @@ def load_image(item):
         if path.stat().st_size == 0:
             raise ValueError("file is empty")
         try:
-            with warnings.catch_warnings():
-                # Pillow only warns between 1x and 2x its pixel limit; an
-                # image that large is refused, not decoded.
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                opened = Image.open(path)
+            opened = Image.open(path)
             with opened:
+                # Pillow only warns between 1x and 2x its pixel limit; an
+                # image that large is refused, not decoded. Checked here, not
+                # with warning filters, which are process-wide and not
+                # thread-safe (decoding runs in threads).
+                _check_pixel_limit(opened.size)
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
                 if image is opened:
                     image = opened.copy()
         except UnidentifiedImageError:
             raise ValueError("not an image file Pillow can read") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except Image.DecompressionBombError as exc:
             raise ValueError(f"image too large (decompression bomb): {exc}") from None
+        except PermissionError:
+            raise PermissionError(
+                "permission denied: this process may not read the file"
+            ) from None
         except OSError as exc:
             raise ValueError(f"corrupt or truncated image: {exc}") from None
     elif isinstance(item, Image.Image):
+        try:
+            item.load()
+        except (AssertionError, ValueError, OSError) as exc:
+            raise ValueError(
+                "PIL image cannot be read: its file was closed or is damaged "
+                f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); call "
+                "image.load() (or image.copy()) before the file is closed"
+            ) from None
         image = ImageOps.exif_transpose(item)
     elif isinstance(item, np.ndarray):
         image = _array_to_image(item)

@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_without_partial_rows(photos, tmp_path, count_fo
     with pytest.raises(KeyboardInterrupt):
         make(tmp_path).fit_transform(photos)
     with sqlite3.connect(tmp_path / "cache" / "embeddings.sqlite") as db:
-        (stored,) = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+        (stored,) = db.execute("SELECT COUNT(*) FROM checked_embeddings").fetchone()
     assert stored == 8
     count_forwards["fail_after"] = None
     resumed = make(tmp_path).fit_transform(photos)
@@ -105,7 +105,7 @@ def test_interrupted_run_resumes_without_partial_rows(photos, tmp_path, count_fo
 def test_rows_of_the_wrong_length_are_never_returned(photos, tmp_path, count_forwards):
     expected = make(tmp_path).fit_transform(photos[:2])
     with sqlite3.connect(tmp_path / "cache" / "embeddings.sqlite") as db:
-        db.execute("UPDATE embeddings SET vector = ?", [b"\x00" * 12])
+        db.execute("UPDATE checked_embeddings SET vector = ?", [b"\x00" * 12])
     again = make(tmp_path).fit_transform(photos[:2])
     assert count_forwards["images"] == 4
     np.testing.assert_array_equal(again, expected)
@@ -123,7 +123,7 @@ def test_processes_write_one_cache_at_once(photos, tmp_path):
     parts = joblib.Parallel(n_jobs=2, backend="loky")(
         joblib.delayed(_embed_part)(cache_dir, half) for half in halves)
     with sqlite3.connect(tmp_path / "cache" / "embeddings.sqlite") as db:
-        (stored,) = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+        (stored,) = db.execute("SELECT COUNT(*) FROM checked_embeddings").fetchone()
     assert stored == len(photos)
     full = CLIPFeaturizer(**TINY, cache_dir=cache_dir).fit_transform(photos)
     np.testing.assert_array_equal(full[0::2], parts[0])
