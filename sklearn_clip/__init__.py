@@ -14,6 +14,7 @@ from ._gda import GDAClassifier
 from ._images import ImageLoadError, load_image, load_image_folder
 from ._linear_probe import LinearProbeClassifier
 from ._model_selection import FewShotSplit, few_shot_indices, sample_few_shot
+from ._persistence import SKOPS_TRUSTED_TYPES
 from ._pipeline import make_clip_pipeline
 from ._text import TEMPLATES, encode_class_names
 from ._text_heads import AttentionProbeClassifier, CLIPAdapterClassifier
@@ -25,6 +26,7 @@ from ._zs_linear_probe import ZSLinearProbeClassifier
 
 
 __all__ = [
+    "SKOPS_TRUSTED_TYPES",
     "TEMPLATES",
     "TINY_MODEL",
     "AttentionProbeClassifier",

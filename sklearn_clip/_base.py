@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._text import encode_class_names, logit_scale_of
 from ._validation import check_text_features
 from ._version import __version__
+from ._warnings import warn
 
 #: exp(logit_scale) of trained CLIP models (OpenAI and LAION clamp it at 100);
 #: used when text embeddings are given and no model is loaded.
@@ -59,20 +60,23 @@ class BaseCLIPEstimator(BaseEstimator):
     def __getstate__(self):
         return dict(super().__getstate__(), _sklearn_clip_version=__version__)
 
+    def _after_load(self):
+        """Hook: rebuild fitted state stored in a plain form (skorch nets)."""
+
     def __setstate__(self, state):
         version = state.pop("_sklearn_clip_version", "unknown (before 0.1.0)")
         if version != __version__:
-            warnings.warn(
+            warn(
                 InconsistentVersionWarning(
                     estimator_name=type(self).__name__,
                     current_sklearn_version=__version__,
                     original_sklearn_version=version,
-                ),
-                stacklevel=2,
+                )
             )
         super().__setstate__(state)
-        fitted = any(k.endswith("_") and not k.startswith("_") for k in state)
-        missing = [a for a in self._required_attributes() if a not in state]
+        self._after_load()
+        fitted = any(k.endswith("_") and not k.startswith("_") for k in self.__dict__)
+        missing = [a for a in self._required_attributes() if a not in self.__dict__]
         if fitted and missing:
             raise ValueError(
                 f"This pickled {type(self).__name__} comes from sklearn-clip {version} "
@@ -91,11 +95,10 @@ def warn_unused_parameters(estimator, names, reason):
         if _differs(getattr(estimator, name), defaults[name].default)
     ]
     if unused:
-        warnings.warn(
+        warn(
             f"{type(estimator).__name__}: {', '.join(unused)} "
             f"{'has' if len(unused) == 1 else 'have'} no effect {reason}.",
-            UserWarning,
-            stacklevel=3,
+            UserWarning
         )
 
 
@@ -335,15 +338,14 @@ class TextClassesMixin:
                 "text_features" if self.text_features is not None
                 else f"model={self.model!r}, pretrained={self.pretrained!r}"
             )
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: the class text scores the training "
                 f"embeddings at chance level (zero-shot accuracy {accuracy:.1%}, "
                 f"chance {chance:.1%}). X was probably embedded by another CLIP "
                 f"model than the class text ({source}). Embed X with the same "
                 "model and weights, e.g. with make_clip_pipeline(head, model=..., "
                 "pretrained=...).",
-                CLIPModelMismatchWarning,
-                stacklevel=3,
+                CLIPModelMismatchWarning
             )
 
     def with_classes(self, classes, *, class_names=None, text_features=None):

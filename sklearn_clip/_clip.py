@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 import open_clip
 import torch
 
+from ._warnings import warn
+
 TINY_MODEL = "sklearn-clip-tiny"
 
 _CONFIG_DIR = Path(__file__).parent / "_configs"
@@ -73,6 +75,21 @@ def resolve_device(device="auto"):
     return resolved
 
 
+def loading_device(device="auto"):
+    """:func:`resolve_device` for rebuilding a stored estimator: a CUDA device
+    this machine lacks becomes the CPU, with a warning, so that a model
+    fitted on a GPU loads anywhere."""
+    try:
+        return resolve_device(device)
+    except ValueError:
+        warn(
+            f"device={device!r} is not available on this machine; the loaded "
+            "estimator runs on the CPU (set_params(device='cpu') to silence this).",
+            UserWarning,
+        )
+        return torch.device("cpu")
+
+
 def resolve_precision(device, precision="auto"):
     """``"auto"`` -> ``"bf16"`` on CUDA, ``"fp32"`` elsewhere; others as given."""
     if precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -117,11 +134,10 @@ def _check_model_name(model):
 
 def _create(model, pretrained, device):
     if pretrained is None:
-        warnings.warn(
+        warn(
             f"pretrained=None: CLIP model {model!r} has random weights; "
             "its embeddings carry no meaning beyond tests and speed checks.",
-            UserWarning,
-            stacklevel=4,
+            UserWarning
         )
         # Fixed seed: the same random model in every process and test order.
         with torch.random.fork_rng(devices=[]):

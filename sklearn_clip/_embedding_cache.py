@@ -14,11 +14,12 @@ import json
 import os
 import sqlite3
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ._warnings import warn
 
 # Each row carries a checksum of (namespace, content, vector): a vector
 # damaged on disk, or moved to another key, is a miss and is embedded again.
@@ -180,11 +181,10 @@ class EmbeddingCache:
         uri = f"file:{self.path.as_posix()}?immutable=1"
         self._connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
         self.read_only = True
-        warnings.warn(
+        warn(
             f"The embedding cache {self.path} is read-only ({exc}): cached "
             "embeddings are used, new ones are computed but not stored.",
-            UserWarning,
-            stacklevel=4,
+            UserWarning
         )
 
     def _start_over(self, exc):
@@ -195,12 +195,11 @@ class EmbeddingCache:
             part = Path(f"{self.path}{suffix}")
             if part.exists():
                 part.replace(f"{aside}{suffix}")
-        warnings.warn(
+        warn(
             f"The embedding cache {self.path} is damaged ({type(exc).__name__}: "
             f"{exc}); it was moved to {aside} and a new, empty cache started. "
             "Delete the moved file once you do not need it.",
-            UserWarning,
-            stacklevel=4,
+            UserWarning
         )
         self._connection = self._connect()
 
@@ -262,11 +261,10 @@ class EmbeddingCache:
             if not _is_read_only_error(exc):
                 raise
             self.read_only = True
-            warnings.warn(
+            warn(
                 f"The embedding cache {self.path} is read-only ({exc}): new "
                 "embeddings are computed but not stored.",
-                UserWarning,
-                stacklevel=3,
+                UserWarning
             )
 
     def __len__(self):

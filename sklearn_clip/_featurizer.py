@@ -2,7 +2,6 @@
 
 import os
 import uuid
-import warnings
 from numbers import Integral
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from ._images import (
     worker_processes_allowed,
 )
 from ._validation import DEVICE_CONSTRAINT, PRECISION_CONSTRAINT, PRETRAINED_CONSTRAINT
+from ._warnings import warn
 
 # Bump when the embedding pipeline changes, so that caches are not reused.
 _EMBEDDING_VERSION = 1
@@ -226,12 +226,11 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
             keys = [content_key(item) for item in items]
             found = cache.get(keys)
             if cache.damaged_rows:
-                warnings.warn(
+                warn(
                     f"{cache.damaged_rows} damaged embedding(s) in the cache "
                     f"{cache.path} failed their checksum; they are computed again "
                     "and replaced.",
-                    UserWarning,
-                    stacklevel=2,
+                    UserWarning
                 )
             missing = []
             first_of_key = {}
@@ -266,8 +265,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
                 raise error
             for index, _, _ in failures:
                 embeddings[index] = np.nan
-            warnings.warn(f"{error} Their rows are NaN (on_error='nan').", UserWarning,
-                          stacklevel=2)
+            warn(f"{error} Their rows are NaN (on_error='nan').", UserWarning)
         return embeddings
 
     def _allocate(self, n_items, dim):
@@ -365,10 +363,9 @@ def _encode_in_chunks(encode, batch, chunk):
                 raise
             chunk = max(1, chunk // 2)
             torch.cuda.empty_cache()
-            warnings.warn(
+            warn(
                 f"CUDA out of memory; embedding in batches of {chunk} images from now on.",
-                RuntimeWarning,
-                stacklevel=4,
+                RuntimeWarning
             )
             continue
         start += len(piece)

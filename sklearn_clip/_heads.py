@@ -1,6 +1,7 @@
 """Shared base of the trainable heads on CLIP embeddings, trained with skorch."""
 
 import contextlib
+import json
 from numbers import Integral, Real
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
+from skorch.history import History
 from sklearn.base import ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -19,7 +21,7 @@ from ._base import (
     validate_embeddings,
     warn_unused_parameters,
 )
-from ._clip import resolve_device
+from ._clip import loading_device, resolve_device
 from ._validation import DEVICE_CONSTRAINT
 
 TRAINING_PARAMETER_CONSTRAINTS = {
@@ -147,6 +149,50 @@ class TensorBatchIterator:
         return n_batches
 
 
+class NetAsArraysMixin:
+    """Pickles (and skops files) hold the fitted skorch net as plain arrays.
+
+    ``net_`` is replaced by its module's ``state_dict`` as numpy arrays, its
+    history as plain lists and dicts, and the few numbers needed to build the
+    module again (``_net_config``); loading rebuilds the net on the
+    estimator's device and loads the arrays. So a stored estimator contains
+    no torch objects (skops can load it without trusting any), no optimizer
+    state, and loads on a CPU-only machine without skorch's device warning.
+    Continued training after loading (``warm_start``) starts a new optimizer.
+
+    Subclasses implement ``_net_config(net)`` and ``_rebuild_net(arrays,
+    config)``; the latter returns an initialised net whose module has the
+    shapes of ``arrays``.
+    """
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        net = state.pop("net_", None)
+        if net is not None:
+            state["_net_arrays"] = {
+                name: tensor.detach().cpu().numpy()
+                for name, tensor in net.module_.state_dict().items()
+            }
+            # Epoch records hold floats, ints, bools and lists of them.
+            state["_net_history"] = json.loads(json.dumps(list(net.history), default=float))
+            state["_net_config"] = self._net_config(net)
+        return state
+
+    def _after_load(self):
+        super()._after_load()
+        arrays = self.__dict__.pop("_net_arrays", None)
+        if arrays is None:
+            return
+        history = self.__dict__.pop("_net_history")
+        config = self.__dict__.pop("_net_config")
+        with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG alone
+            net = self._rebuild_net(arrays, config)
+        # Copies: the arrays may be read-only memory maps (joblib mmap_mode).
+        net.module_.load_state_dict({name: torch.tensor(np.array(a)) for name, a in arrays.items()})
+        net.history = History(history)
+        self.net_ = net
+
+
 class HeadNet(NeuralNetClassifier):
     """skorch classifier adding an L2 penalty on the module's head weights.
 
@@ -168,7 +214,9 @@ class HeadNet(NeuralNetClassifier):
         return loss
 
 
-class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseCLIPEstimator):
+class EmbeddingHeadClassifier(
+    NetAsArraysMixin, ClassifierOutputMixin, ClassifierMixin, BaseCLIPEstimator
+):
     """Base of the skorch-trained heads; subclasses define ``_build_module``.
 
     Handles input validation, label encoding (any labels; ``predict`` returns
@@ -293,7 +341,7 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseCLIPEs
     def _seed(self):
         return draw_seed(self.random_state)
 
-    def _new_net(self, n_samples):
+    def _new_net(self, n_samples, device=None):
         solver = self.solver
         lr = self._default_lr[solver] if self.lr is None else self.lr
         if solver == "lbfgs":
@@ -330,7 +378,7 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseCLIPEs
             iterator_train__shuffle=True,
             train_split=train_split,
             callbacks=callbacks,
-            device=resolve_device(self.device).type,
+            device=(device or resolve_device(self.device)).type,
             verbose=self.verbose,
             alpha=self.alpha,
             n_samples=n_samples,
@@ -347,6 +395,15 @@ class EmbeddingHeadClassifier(ClassifierOutputMixin, ClassifierMixin, BaseCLIPEs
             # L-BFGS keeps ~20 weight-sized vectors of history: dropping them
             # keeps pickles small; only continued training would need them.
             self.net_.optimizer_.state.clear()
+
+    # -- persistence --------------------------------------------------------------
+    def _net_config(self, net):
+        return {"n_samples": int(net.n_samples)}
+
+    def _rebuild_net(self, arrays, config):
+        net = self._new_net(config["n_samples"], device=loading_device(self.device))
+        net.initialize()
+        return net
 
     # -- prediction -------------------------------------------------------------
     def _logits(self, X):

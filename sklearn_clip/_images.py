@@ -2,7 +2,6 @@
 
 import multiprocessing
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +11,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
+
+from ._warnings import warn
 
 # Progress bars appear by default only when decoding takes several batches.
 _AUTO_PROGRESS_MIN_BATCHES = 4
@@ -347,12 +348,11 @@ def checked_num_workers(num_workers):
     """``num_workers`` where worker processes are allowed, else 0 with a
     warning (decoding falls back to threads)."""
     if num_workers and not worker_processes_allowed():
-        warnings.warn(
+        warn(
             f"num_workers={num_workers} ignored: this code runs inside a worker "
             f"process ({multiprocessing.current_process().name}), which cannot "
             "start DataLoader worker processes; decoding with threads instead.",
-            UserWarning,
-            stacklevel=3,
+            UserWarning
         )
         return 0
     return num_workers

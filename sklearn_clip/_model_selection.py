@@ -1,11 +1,12 @@
 """Few-shot sampling that is reproducible and never looks at test data."""
 
-import warnings
 from numbers import Integral
 
 import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
+
+from ._warnings import warn
 
 
 @validate_params(
@@ -51,11 +52,10 @@ def few_shot_indices(y, n_shots, random_state=None):
         else:
             chosen.append(rng.choice(members, size=n_shots, replace=False))
     if short:
-        warnings.warn(
+        warn(
             f"{len(short)} classes have fewer than {n_shots} samples and "
             f"contribute all they have: {short[:10]}",
-            UserWarning,
-            stacklevel=2,
+            UserWarning
         )
     return np.sort(np.concatenate(chosen))
 

@@ -3,6 +3,7 @@
 import math
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
 from torch import nn
@@ -27,8 +28,9 @@ class TextHeadClassifier(TextClassesMixin, EmbeddingHeadClassifier):
         self._fit_text(X, y_encoded)
 
     def _text_tensor(self):
-        # Contiguous: L-BFGS views gradients flat, and a clone keeps strides.
-        return torch.as_tensor(self.text_features_, dtype=torch.float32).contiguous()
+        # A copy (the fitted array may be a read-only memory map after
+        # joblib.load(mmap_mode="r")), contiguous: L-BFGS views gradients flat.
+        return torch.tensor(np.ascontiguousarray(self.text_features_, dtype=np.float32))
 
 
 class AttentionProbeModule(nn.Module):

@@ -192,6 +192,10 @@ warm_start, device, random_state, verbose
         known = self.classes_[positions] == self.cache_labels_
         return torch.as_tensor(np.where(known, positions, -1), dtype=torch.int64)
 
+    def _rebuild_net(self, arrays, config):
+        self._cache_keys = np.array(arrays["keys"])
+        return super()._rebuild_net(arrays, config)
+
     def _build_module(self, n_features, n_classes):
         keys = torch.as_tensor(self._cache_keys)
         del self._cache_keys  # the module owns the keys from here on

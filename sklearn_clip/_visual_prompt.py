@@ -24,8 +24,8 @@ from ._base import (
     decision_from_logits,
     encode_labels,
 )
-from ._clip import autocast, embedding_dim, load_clip
-from ._heads import seeded_torch
+from ._clip import autocast, embedding_dim, load_clip, loading_device
+from ._heads import NetAsArraysMixin, seeded_torch
 from ._images import (
     checked_num_workers,
     ImageLoadError,
@@ -191,7 +191,9 @@ class DecodeEveryEpoch(torch.utils.data.Dataset):
         return image, self.labels[index]
 
 
-class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseCLIPEstimator):
+class VisualPromptClassifier(
+    NetAsArraysMixin, TextClassesMixin, ClassifierMixin, BaseCLIPEstimator
+):
     """Classify images with CLIP after adding a learned visual prompt.
 
     One perturbation in pixel space (the *visual prompt*), shared by all
@@ -578,6 +580,36 @@ class VisualPromptClassifier(TextClassesMixin, ClassifierMixin, BaseCLIPEstimato
         pixels = (prompt * module.std.cpu() + module.mean.cpu()).clamp(0.0, 1.0)
         array = (pixels.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
         Image.fromarray(array, mode="RGB").save(path)
+
+    def _net_config(self, net):
+        return {"image_size": list(net.module_.image_size)}
+
+    def _rebuild_net(self, arrays, config):
+        module = PromptModule(
+            self.prompt,
+            self.prompt_size,
+            tuple(config["image_size"]),
+            torch.tensor(np.array(arrays["mean"])),
+            torch.tensor(np.array(arrays["std"])),
+            torch.tensor(np.array(arrays["text"])),
+            self.logit_scale_,
+        )
+        net = PromptNet(
+            module=module,
+            criterion=nn.CrossEntropyLoss,
+            optimizer=torch.optim.SGD,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            train_split=None,
+            classes=list(range(len(self.classes_))),
+            device=str(loading_device(self.device)),
+            verbose=0,
+            clip_model=self.model,
+            clip_pretrained=self.pretrained,
+            precision=self.precision,
+        )
+        net.initialize()
+        return net
 
     def _on_classes_changed(self):
         # The prompt is class-agnostic: only the class rows of the logits change.

@@ -71,3 +71,56 @@ def photo_set():
             ]
 
     return load
+
+
+_FRESH_PROCESS_CHECK = """
+import json, sys, warnings
+import numpy as np
+warnings.simplefilter("error", category=UserWarning)  # no device/version warnings
+warnings.filterwarnings("ignore", message="pretrained=None")
+import sklearn_clip
+for case in json.loads(sys.argv[1]):
+    if case["format"] == "skops":
+        import skops.io
+        model = skops.io.load(case["model"], trusted=sklearn_clip.SKOPS_TRUSTED_TYPES)
+    else:
+        import joblib
+        model = joblib.load(case["model"])
+    X = np.load(case["X"], allow_pickle=True)
+    got = getattr(model, case["method"])(list(X) if X.dtype == object else X)
+    np.testing.assert_array_equal(got, np.load(case["expected"], allow_pickle=True),
+                                  err_msg=case["model"])
+"""
+
+
+def assert_same_outputs_in_fresh_process(cases, directory, file_format="joblib"):
+    """Store each fitted ``(estimator, X, method)`` with ``file_format``
+    ("joblib" or "skops"), load all of them in one new Python process and
+    assert that ``method(X)`` there equals the output here, bit for bit.
+    Returns the stored files' sizes in bytes."""
+    import json
+    import subprocess
+    import sys
+
+    import joblib
+
+    records, sizes = [], []
+    for i, (estimator, X, method) in enumerate(cases):
+        path = Path(directory) / f"model-{i}.{file_format}"
+        if file_format == "skops":
+            import skops.io
+
+            skops.io.dump(estimator, path)
+        else:
+            joblib.dump(estimator, path)
+        sizes.append(path.stat().st_size)
+        X_array = np.asarray(X, dtype=object) if isinstance(X, list) else np.asarray(X)
+        np.save(Path(directory) / f"X-{i}.npy", X_array, allow_pickle=True)
+        np.save(Path(directory) / f"expected-{i}.npy", getattr(estimator, method)(X),
+                allow_pickle=True)
+        records.append(dict(model=str(path), X=str(Path(directory) / f"X-{i}.npy"),
+                            expected=str(Path(directory) / f"expected-{i}.npy"),
+                            method=method, format=file_format))
+    subprocess.run([sys.executable, "-c", _FRESH_PROCESS_CHECK, json.dumps(records)],
+                   check=True)
+    return sizes

@@ -62,7 +62,14 @@ def photos(photo_set, tmp_path_factory):
     labels = np.array([label for _, label, _ in cifar])
     two_each = few_shot_indices(labels, 2, random_state=0)
     sets["1 per class"] = ([cifar[i][0] for i in two_each], labels[two_each])
-    return sets, tmp_path_factory.mktemp("embedding-cache")
+    cache = tmp_path_factory.mktemp("embedding-cache")
+    # Warm the shared cache once: embeddings computed concurrently by workers
+    # with other thread counts differ in the last float bits, and whichever
+    # process stores an image first would then decide the comparison below.
+    # (Embedding inside workers is tested on its own, further down.)
+    every_path = sorted({path for paths, _ in sets.values() for path in paths})
+    CLIPFeaturizer(**TINY, cache_dir=str(cache)).fit_transform(every_path)
+    return sets, cache
 
 
 def _cv(size):
@@ -78,8 +85,6 @@ def test_pipeline_in_parallel_grid_search_and_cross_validation(photos, name, siz
     head, grid = HEADS[name]
     pipe = make_clip_pipeline(head, **TINY, cache_dir=str(cache))
     grid = {f"head__{key}": values for key, values in grid.items()}
-    # n_jobs=2 first: the first test of each size embeds (a cold cache)
-    # inside the joblib workers, where no DataLoader process may start.
     searches = [
         GridSearchCV(pipe, grid, cv=_cv(size), n_jobs=n_jobs).fit(paths, labels)
         for n_jobs in (2, 1)

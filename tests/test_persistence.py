@@ -1,0 +1,96 @@
+"""Every fitted estimator round-trips through skops (trusting only the
+package's own classes) and joblib, predicting bit-identically in a fresh
+process; stored files hold arrays, never torch objects or optimizer state."""
+
+import numpy as np
+import pytest
+
+from sklearn_clip import (
+    SKOPS_TRUSTED_TYPES,
+    AttentionProbeClassifier,
+    CLIPAdapterClassifier,
+    GDAClassifier,
+    LinearProbeClassifier,
+    TipAdapterClassifier,
+    VisualPromptClassifier,
+    ZeroShotClassifier,
+    ZeroShotLogits,
+    ZSLinearProbeClassifier,
+    make_clip_pipeline,
+)
+
+from .conftest import TINY, assert_same_outputs_in_fresh_process
+
+skops_io = pytest.importorskip("skops.io")
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn_clip.CLIPModelMismatchWarning")
+
+
+@pytest.fixture(scope="module")
+def fitted(load_features, photo_set):
+    cars = load_features("stanford_cars")
+    rows = np.flatnonzero(cars["y_train"] < 10)
+    X, y = cars["X_train"][rows], cars["y_train"][rows]
+    X_test = cars["X_test"][:40]
+    text = dict(text_features=cars["text_features"][:10], device="cpu")
+    heads = [
+        ZeroShotClassifier(**text),
+        LinearProbeClassifier(device="cpu", random_state=0),
+        AttentionProbeClassifier(**text, random_state=0),
+        CLIPAdapterClassifier(**text, random_state=0),
+        TipAdapterClassifier(**text),
+        TipAdapterClassifier(**text, fine_tune=True, random_state=0),
+        ZSLinearProbeClassifier(**text, random_state=0),
+        GDAClassifier(),
+        GDAClassifier(**text),
+    ]
+    cases = [(head.fit(X, y), X_test, "predict_proba") for head in heads]
+    cases.append((ZeroShotLogits(**text).fit(X, y), X_test, "transform"))
+    rows = photo_set("cifar10")
+    photos = [row for row in rows if row[1] == "cat"][:6] + [
+        row for row in rows if row[1] == "dog"][:6]
+    paths = [path for path, _, _ in photos]
+    labels = [label for _, label, _ in photos]
+    pipe = make_clip_pipeline(TipAdapterClassifier(), **TINY).fit(paths, labels)
+    cases.append((pipe, paths[:6], "predict_proba"))
+    prompt = VisualPromptClassifier(**TINY, prompt_size=8, max_epochs=1, verbose=0)
+    cases.append((prompt.fit(paths, labels), paths[:6], "predict_proba"))
+    return cases
+
+
+def test_skops_round_trip_trusts_only_the_package_classes(fitted, tmp_path):
+    for estimator, _, _ in fitted:
+        untrusted = skops_io.get_untrusted_types(data=skops_io.dumps(estimator))
+        assert set(untrusted) <= set(SKOPS_TRUSTED_TYPES), untrusted
+    assert_same_outputs_in_fresh_process(fitted, tmp_path, file_format="skops")
+
+
+def test_joblib_round_trip_in_a_fresh_process(fitted, tmp_path):
+    sizes = assert_same_outputs_in_fresh_process(fitted, tmp_path)
+    # Nothing but the head's arrays: the largest here is the fine-tuned
+    # Tip-Adapter (160 keys x 512 floats + text rows + history), far below
+    # a megabyte; no optimizer state, never CLIP.
+    assert max(sizes) < 1_000_000
+
+
+def test_loaded_heads_keep_history_and_continue_training(fitted):
+    probe = fitted[1][0]
+    loaded = skops_io.loads(skops_io.dumps(probe), trusted=SKOPS_TRUSTED_TYPES)
+    assert [row["epoch"] for row in loaded.net_.history] == [
+        row["epoch"] for row in probe.net_.history
+    ]
+    assert not loaded.net_.optimizer_.state  # a fresh optimizer, nothing stored
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a CPU-only machine")
+def test_a_head_stored_with_cuda_loads_on_a_cpu_only_machine(fitted):
+    import pickle
+
+    probe, X_test, _ = fitted[1]
+    state = probe.__getstate__()
+    state["device"] = "cuda"  # as stored by a fit on a GPU machine
+    clone = type(probe).__new__(type(probe))
+    with pytest.warns(UserWarning, match="device='cuda' is not available"):
+        clone.__setstate__(state)
+    np.testing.assert_array_equal(clone.predict_proba(X_test), probe.predict_proba(X_test))
+    assert pickle.loads(pickle.dumps(probe)).net_.device == "cpu"
