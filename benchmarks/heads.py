@@ -42,7 +42,7 @@ from sklearn_clip import (
 from sklearn_clip._base import DEFAULT_LOGIT_SCALE
 from sklearn_clip._linear_probe import LinearProbeModule
 from sklearn_clip._text_heads import AttentionProbeModule, CLIPAdapterModule
-from sklearn_clip.bench import load_features
+from sklearn_clip._bench import load_features
 
 DEFAULT_FEATURES = (
     Path(__file__).resolve().parents[2]

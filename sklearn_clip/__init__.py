@@ -1,56 +1,62 @@
-"""Adapt frozen, pretrained CLIP models to your labelled images, the scikit-learn way."""
+"""Adapt frozen, pretrained CLIP models to your labelled images, the scikit-learn way.
+
+Public names are imported on first use (PEP 562), so that ``import
+sklearn_clip`` and the command line's ``--help`` do not load torch.
+"""
+
+import importlib
+import sys
 
 from ._version import __version__
-from ._clip import (
-    TINY_MODEL,
-    CLIPWeightsUnavailableError,
-    clear_clip_cache,
-    load_clip,
-    resolve_device,
-)
-from ._base import CLIPModelMismatchWarning, InconsistentVersionWarning
-from ._featurizer import CLIPFeaturizer
-from ._gda import GDAClassifier
-from ._images import ImageLoadError, load_image, load_image_folder
-from ._linear_probe import LinearProbeClassifier
-from ._model_selection import FewShotSplit, few_shot_indices, sample_few_shot
-from ._persistence import SKOPS_TRUSTED_TYPES
-from ._pipeline import make_clip_pipeline
-from ._text import TEMPLATES, encode_class_names
-from ._text_heads import AttentionProbeClassifier, CLIPAdapterClassifier
-from ._tip_adapter import TipAdapterClassifier
-from ._visual_prompt import VisualPromptClassifier
-from ._zero_shot import ZeroShotClassifier
-from ._zero_shot_logits import ZeroShotLogits
-from ._zs_linear_probe import ZSLinearProbeClassifier
+
+# public name -> private module that defines it
+_EXPORTS = {
+    "TINY_MODEL": "_clip",
+    "CLIPWeightsUnavailableError": "_clip",
+    "clear_clip_cache": "_clip",
+    "load_clip": "_clip",
+    "resolve_device": "_clip",
+    "CLIPModelMismatchWarning": "_base",
+    "InconsistentVersionWarning": "_base",
+    "CLIPFeaturizer": "_featurizer",
+    "GDAClassifier": "_gda",
+    "ImageLoadError": "_images",
+    "load_image": "_images",
+    "load_image_folder": "_images",
+    "LinearProbeClassifier": "_linear_probe",
+    "FewShotSplit": "_model_selection",
+    "few_shot_indices": "_model_selection",
+    "sample_few_shot": "_model_selection",
+    "SKOPS_TRUSTED_TYPES": "_persistence",
+    "make_clip_pipeline": "_pipeline",
+    "TEMPLATES": "_text",
+    "encode_class_names": "_text",
+    "AttentionProbeClassifier": "_text_heads",
+    "CLIPAdapterClassifier": "_text_heads",
+    "TipAdapterClassifier": "_tip_adapter",
+    "VisualPromptClassifier": "_visual_prompt",
+    "ZeroShotClassifier": "_zero_shot",
+    "ZeroShotLogits": "_zero_shot_logits",
+    "ZSLinearProbeClassifier": "_zs_linear_probe",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-__all__ = [
-    "SKOPS_TRUSTED_TYPES",
-    "TEMPLATES",
-    "TINY_MODEL",
-    "AttentionProbeClassifier",
-    "CLIPAdapterClassifier",
-    "CLIPFeaturizer",
-    "CLIPModelMismatchWarning",
-    "CLIPWeightsUnavailableError",
-    "FewShotSplit",
-    "GDAClassifier",
-    "ImageLoadError",
-    "InconsistentVersionWarning",
-    "LinearProbeClassifier",
-    "TipAdapterClassifier",
-    "VisualPromptClassifier",
-    "ZeroShotClassifier",
-    "ZSLinearProbeClassifier",
-    "ZeroShotLogits",
-    "clear_clip_cache",
-    "encode_class_names",
-    "few_shot_indices",
-    "load_clip",
-    "load_image",
-    "load_image_folder",
-    "make_clip_pipeline",
-    "resolve_device",
-    "sample_few_shot",
-]
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sklearn_clip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+# Code that already uses open_clip (joblib workers running a pipeline, user
+# scripts) expects the package's model configs to be registered on import;
+# open_clip, and so torch, is loaded then anyway.
+if "open_clip" in sys.modules:
+    importlib.import_module("._clip", __name__)

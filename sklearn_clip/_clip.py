@@ -5,8 +5,11 @@ need it, so cloning an estimator is cheap and pickles never contain weights.
 """
 
 import contextlib
+import logging
 import os
+import socket
 import threading
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -140,7 +143,8 @@ def _create(model, pretrained, device):
             UserWarning
         )
         # Fixed seed: the same random model in every process and test order.
-        with torch.random.fork_rng(devices=[]):
+        # open_clip's own "initialized randomly" log line repeats the warning.
+        with torch.random.fork_rng(devices=[]), _quiet_logs():
             torch.manual_seed(0)
             return open_clip.create_model_and_transforms(model, device=device)
 
@@ -154,22 +158,114 @@ def _create(model, pretrained, device):
             f"a known tag for CLIP model {model!r}. Known tags: "
             f"{open_clip.list_pretrained_tags_by_model(model)}."
         )
+    if is_file:
+        return open_clip.create_model_and_transforms(
+            model, pretrained=pretrained, device=device
+        )
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if _is_downloaded(cfg):
+        # Served from the local cache: no network request at all.
+        with _hub_offline():
+            return open_clip.create_model_and_transforms(
+                model, pretrained=pretrained, device=device
+            )
+    source = _download_source(cfg)
+    if _offline_requested():
+        raise _unavailable(model, pretrained, "HF_HUB_OFFLINE is set")
+    if not _reachable(source):
+        # Fail in seconds instead of minutes of retries with backoff.
+        raise _unavailable(model, pretrained, f"{source} is unreachable")
     try:
         return open_clip.create_model_and_transforms(
             model, pretrained=pretrained, device=device
         )
-    except RuntimeError as exc:
-        if is_file or "download" not in str(exc).lower():
-            raise
-        raise CLIPWeightsUnavailableError(
-            f"Could not download the weights of CLIP model {model!r} with "
-            f"pretrained tag {pretrained!r} (offline machine or unreachable model "
-            "hub). Download the checkpoint on a machine with internet access "
-            "(for example with open_clip.create_model_and_transforms(model, "
-            "pretrained=tag, cache_dir=...)) and pass its local file path "
-            f"instead: pretrained='/path/to/open_clip_model.safetensors'. "
-            f"Original error: {exc}"
-        ) from exc
+    except (RuntimeError, OSError) as exc:
+        raise _unavailable(model, pretrained, f"the download failed: {exc}") from exc
+
+
+def _unavailable(model, pretrained, why):
+    return CLIPWeightsUnavailableError(
+        f"Could not get the weights of CLIP model {model!r} with pretrained tag "
+        f"{pretrained!r}: {why}, and they are not in the local cache. On a machine "
+        "with internet access, download the checkpoint (for example with "
+        "open_clip.create_model_and_transforms(model, pretrained=tag)) and pass its "
+        "local file path instead: pretrained='/path/to/open_clip_model.safetensors'. "
+        "On a machine without internet, set HF_HUB_OFFLINE=1 so that checkpoints "
+        "already in the Hugging Face cache load without any network attempt."
+    )
+
+
+def _offline_requested():
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """Hugging Face Hub calls inside are answered from the local cache only
+    (``huggingface_hub`` reads this flag at call time)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - open_clip then downloads by URL
+        yield
+        return
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _is_downloaded(cfg):
+    """Whether the checkpoint of a pretrained config is already on disk."""
+    if cfg.get("hf_hub") and open_clip.pretrained.has_hf_hub():
+        try:
+            with _hub_offline(), _quiet_logs():
+                return bool(open_clip.pretrained.download_pretrained(cfg))
+        except Exception:  # noqa: BLE001 - any failure means "not cached"
+            return False
+    url = cfg.get("url", "")
+    if not url:
+        return False
+    cached = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+    return cached.is_file()
+
+
+def _download_source(cfg):
+    if cfg.get("hf_hub") and open_clip.pretrained.has_hf_hub():
+        from huggingface_hub import constants
+
+        return constants.ENDPOINT
+    return cfg.get("url", "")
+
+
+def _reachable(url, timeout=3.0):
+    """One TCP connection to the host of ``url``, with a short timeout."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """Silence the hub's and open_clip's log lines for a lookup that is
+    allowed to fail."""
+    logger = logging.getLogger()
+    hub_logger = logging.getLogger("huggingface_hub")
+    saved = logger.level, hub_logger.level
+    logger.setLevel(logging.ERROR)
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved[0])
+        hub_logger.setLevel(saved[1])
 
 
 def load_clip(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto"):

@@ -176,11 +176,11 @@ device, precision
 
     def __init__(
         self,
-        shrinkage=0.4,
-        discriminant_weight=None,
-        *,
         model="ViT-B-32",
         pretrained="laion2b_s34b_b79k",
+        *,
+        shrinkage=0.4,
+        discriminant_weight=None,
         templates="simple",
         class_names=None,
         text_features=None,

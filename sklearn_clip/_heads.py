@@ -2,9 +2,11 @@
 
 import contextlib
 import json
+import sys
 from numbers import Integral, Real
 
 import numpy as np
+import skorch.callbacks
 import torch
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping
@@ -165,6 +167,10 @@ class NetAsArraysMixin:
     shapes of ``arrays``.
     """
 
+    #: Module buffers rebuilt from fitted attributes (the class text rows),
+    #: so not stored twice.
+    _rebuilt_buffers = ()
+
     def __getstate__(self):
         state = super().__getstate__()
         net = state.pop("net_", None)
@@ -172,6 +178,7 @@ class NetAsArraysMixin:
             state["_net_arrays"] = {
                 name: tensor.detach().cpu().numpy()
                 for name, tensor in net.module_.state_dict().items()
+                if name not in self._rebuilt_buffers
             }
             # Epoch records hold floats, ints, bools and lists of them.
             state["_net_history"] = json.loads(json.dumps(list(net.history), default=float))
@@ -188,12 +195,40 @@ class NetAsArraysMixin:
         with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG alone
             net = self._rebuild_net(arrays, config)
         # Copies: the arrays may be read-only memory maps (joblib mmap_mode).
-        net.module_.load_state_dict({name: torch.tensor(np.array(a)) for name, a in arrays.items()})
+        missing, unexpected = net.module_.load_state_dict(
+            {name: torch.tensor(np.array(a)) for name, a in arrays.items()}, strict=False
+        )
+        if unexpected or set(missing) - set(self._rebuilt_buffers):
+            raise ValueError(
+                f"The stored {type(self).__name__} does not match its module: missing "
+                f"{sorted(set(missing) - set(self._rebuilt_buffers))}, unexpected "
+                f"{sorted(unexpected)}."
+            )
         net.history = History(history)
         self.net_ = net
 
 
-class HeadNet(NeuralNetClassifier):
+class PrintLog(skorch.callbacks.PrintLog):
+    """skorch's per-epoch table; the best values are coloured only when the
+    output is a terminal (no ANSI escape codes in log files)."""
+
+    def format_row(self, row, key, color):
+        if not sys.stdout.isatty():
+            row = {k: False if k.endswith("_best") else v for k, v in row.items()}
+        return super().format_row(row, key, color)
+
+
+class PlainLogMixin:
+    """A skorch net whose default ``print_log`` is :class:`PrintLog`."""
+
+    def get_default_callbacks(self):
+        return [
+            (name, PrintLog() if name == "print_log" else callback)
+            for name, callback in super().get_default_callbacks()
+        ]
+
+
+class HeadNet(PlainLogMixin, NeuralNetClassifier):
     """skorch classifier adding an L2 penalty on the module's head weights.
 
     The penalty ``alpha / (2 n_samples) * ||W||^2`` on the mean loss equals

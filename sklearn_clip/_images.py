@@ -221,7 +221,11 @@ def load_image(item):
     return _to_rgb(image)
 
 
-def load_image_folder(folder, *, extensions=IMAGE_EXTENSIONS):
+#: Top-level folder names that mean a dataset split, not a class.
+SPLIT_FOLDER_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
+
+
+def load_image_folder(folder, *, split=None, extensions=IMAGE_EXTENSIONS):
     """List the images of a folder laid out as one sub-folder per class.
 
     Parameters
@@ -229,6 +233,12 @@ def load_image_folder(folder, *, extensions=IMAGE_EXTENSIONS):
     folder : str or path
         ``folder/<class name>/<image file>``; files directly inside
         ``folder`` are ignored, sub-folders are searched recursively.
+    split : str, default=None
+        For a dataset laid out as ``folder/<split>/<class name>/<image>``
+        (split folders named train, val, valid, validation or test): the
+        split to list, e.g. ``"train"``. A folder whose sub-folders are all
+        split names is refused without it, instead of returning the splits
+        as classes.
     extensions : set of str
         Lower-case file suffixes treated as images.
 
@@ -247,6 +257,21 @@ def load_image_folder(folder, *, extensions=IMAGE_EXTENSIONS):
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{os.fspath(folder)!r} is not a directory")
+    subfolders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if split is not None:
+        if not (root / split).is_dir():
+            raise ValueError(
+                f"{os.fspath(folder)!r} has no split folder {split!r}; its "
+                f"sub-folders are {subfolders}."
+            )
+        root = root / split
+    elif subfolders and all(name.lower() in SPLIT_FOLDER_NAMES for name in subfolders):
+        raise ValueError(
+            f"{os.fspath(folder)!r} holds the split folders {subfolders}, not one "
+            "folder per class. List one split at a time, e.g. "
+            f"load_image_folder({os.fspath(folder)!r}, "
+            f"split={'train' if 'train' in subfolders else subfolders[0]!r})."
+        )
     paths, labels = [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for path in sorted(class_dir.rglob("*")):

@@ -104,8 +104,8 @@ class LinearProbeClassifier(EmbeddingHeadClassifier):
 
     def __init__(
         self,
-        batch_norm=True,
         *,
+        batch_norm=True,
         solver="lbfgs",
         alpha=1.0,
         lr=None,

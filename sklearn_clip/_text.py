@@ -97,7 +97,8 @@ def encode_class_names(
         )
     text = weights.T.float()
     # Renormalise in float32: the library's normalisation ran in autocast dtype.
-    return torch.nn.functional.normalize(text, dim=-1).cpu().numpy().astype(np.float32)
+    text = torch.nn.functional.normalize(text, dim=-1).cpu().numpy()
+    return np.ascontiguousarray(text, dtype=np.float32)
 
 
 def logit_scale_of(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto"):

@@ -23,6 +23,7 @@ class TextHeadClassifier(TextClassesMixin, EmbeddingHeadClassifier):
     _fitted_attributes = EmbeddingHeadClassifier._fitted_attributes + (
         "text_features_", "logit_scale_"
     )
+    _rebuilt_buffers = ("text",)
 
     def _prepare_fit(self, X, y_encoded):
         self._fit_text(X, y_encoded)
@@ -136,12 +137,12 @@ warm_start, device, random_state, verbose
 
     def __init__(
         self,
+        model="ViT-B-32",
+        pretrained="laion2b_s34b_b79k",
+        *,
         ratio=0.4,
         pre_bn=True,
         post_bn=True,
-        *,
-        model="ViT-B-32",
-        pretrained="laion2b_s34b_b79k",
         templates="simple",
         class_names=None,
         text_features=None,
@@ -302,12 +303,12 @@ warm_start, device, random_state, verbose
 
     def __init__(
         self,
+        model="ViT-B-32",
+        pretrained="laion2b_s34b_b79k",
+        *,
         ratio=0.2,
         reduction=4,
         batch_norm=True,
-        *,
-        model="ViT-B-32",
-        pretrained="laion2b_s34b_b79k",
         templates="simple",
         class_names=None,
         text_features=None,

@@ -126,12 +126,12 @@ warm_start, device, random_state, verbose
 
     def __init__(
         self,
+        model="ViT-B-32",
+        pretrained="laion2b_s34b_b79k",
+        *,
         cache_weight=None,
         sharpness=5.5,
         fine_tune=False,
-        *,
-        model="ViT-B-32",
-        pretrained="laion2b_s34b_b79k",
         templates="simple",
         class_names=None,
         text_features=None,
@@ -174,6 +174,7 @@ warm_start, device, random_state, verbose
         self.verbose = verbose
 
     _fitted_attributes = TextHeadClassifier._fitted_attributes + ("cache_labels_",)
+    _rebuilt_buffers = ("text", "key_labels")
 
     def _prepare_fit(self, X, y_encoded):
         if not self.fine_tune:

@@ -25,7 +25,7 @@ from ._base import (
     encode_labels,
 )
 from ._clip import autocast, embedding_dim, load_clip, loading_device
-from ._heads import NetAsArraysMixin, seeded_torch
+from ._heads import NetAsArraysMixin, PlainLogMixin, seeded_torch
 from ._images import (
     checked_num_workers,
     ImageLoadError,
@@ -152,7 +152,7 @@ class EpochProgress(Callback):
         del self.bar_  # a tqdm bar does not pickle
 
 
-class PromptNet(NeuralNetClassifier):
+class PromptNet(PlainLogMixin, NeuralNetClassifier):
     """skorch classifier whose module is the prompt; the logits come from the
     frozen CLIP image encoder, found by name in the process-wide cache."""
 
@@ -307,6 +307,7 @@ class VisualPromptClassifier(
     """
 
     _fitted_attributes = ("classes_", "text_features_", "logit_scale_", "net_")
+    _rebuilt_buffers = ("text",)
     _parameter_constraints = {
         **TEXT_PARAMETER_CONSTRAINTS,
         "prompt": [StrOptions({"padding", "fixed_patch", "random_patch"})],
@@ -412,7 +413,7 @@ class VisualPromptClassifier(
             clip.image_size,
             mean,
             std,
-            torch.as_tensor(self.text_features_, dtype=torch.float32),
+            torch.tensor(np.ascontiguousarray(self.text_features_, dtype=np.float32)),
             self.logit_scale_,
         )
         steps = self.max_epochs * math.ceil(len(items) / self.batch_size)
@@ -591,7 +592,7 @@ class VisualPromptClassifier(
             tuple(config["image_size"]),
             torch.tensor(np.array(arrays["mean"])),
             torch.tensor(np.array(arrays["std"])),
-            torch.tensor(np.array(arrays["text"])),
+            torch.tensor(np.ascontiguousarray(self.text_features_, dtype=np.float32)),
             self.logit_scale_,
         )
         net = PromptNet(

@@ -17,7 +17,7 @@ def warn(message, category=UserWarning):
     sklearn-clip and scikit-learn (``transform`` runs inside scikit-learn's
     ``set_output`` wrapper, ``fit`` inside ``_fit_context``, ...)."""
     frame = sys._getframe(1)
-    level = 1
+    level = 2  # stacklevel=2 names the frame of sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
         frame = frame.f_back
         level += 1

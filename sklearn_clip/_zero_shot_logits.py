@@ -53,10 +53,10 @@ device, precision
 
     def __init__(
         self,
-        append=True,
-        *,
         model="ViT-B-32",
         pretrained="laion2b_s34b_b79k",
+        *,
+        append=True,
         templates="simple",
         class_names=None,
         text_features=None,

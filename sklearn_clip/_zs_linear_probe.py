@@ -92,9 +92,9 @@ warm_start, device, random_state, verbose
 
     def __init__(
         self,
-        *,
         model="ViT-B-32",
         pretrained="laion2b_s34b_b79k",
+        *,
         templates="simple",
         class_names=None,
         text_features=None,

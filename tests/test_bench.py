@@ -1,13 +1,14 @@
 import json
 
-from sklearn_clip import bench
+from sklearn_clip import _bench as bench
+from sklearn_clip._cli import main
 
 from .conftest import FEATURES, _require
 
 
 def test_bench_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     path = _require(FEATURES / "stanford_cars.npz")
-    code = bench.main(["bench", str(path), "--shots", "1", "4", "--seeds", "2",
+    code = main(["bench", str(path), "--shots", "1", "4", "--seeds", "2",
                        "--out", str(tmp_path), "--no-progress"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -25,7 +26,7 @@ def test_bench_prints_table_and_writes_json_and_plot(tmp_path, capsys):
 
 def test_bench_skips_text_methods_on_image_only_sets(tmp_path, capsys):
     path = _require(FEATURES / "oxford_pets.npz")
-    bench.main([str(path), "--shots", "2", "--seeds", "1", "--methods", "zero-shot",
+    main(["bench", str(path), "--shots", "2", "--seeds", "1", "--methods", "zero-shot",
                 "LR", "--out", str(tmp_path), "--no-progress"])
     records = json.loads((tmp_path / "oxford_pets.json").read_text())["records"]
     assert [r["method"] for r in records] == ["LR"]
@@ -35,7 +36,7 @@ def test_bench_featurizes_an_image_folder_once(tmp_path, capsys):
     from .conftest import IMAGES
 
     folder = _require(IMAGES / "hymenoptera")
-    bench.main([str(folder), "--model", "sklearn-clip-tiny", "--pretrained", "none",
+    main(["bench", str(folder), "--model", "sklearn-clip-tiny", "--pretrained", "none",
                 "--device", "cpu", "--shots", "2", "--seeds", "1", "--methods",
                 "zero-shot", "GDA", "Tip-Adapter", "--out", str(tmp_path),
                 "--no-progress"])
@@ -66,3 +67,46 @@ def test_bench_reads_a_csv_with_a_split_column(tmp_path):
     # classname column -> text features, one row per class in label order
     assert sorted(set(data["y_train"])) == sorted(set(data["y_test"])) == ["0", "1"]
     assert data["text_features"].shape == (2, 64)
+
+
+def test_cli_help_lists_commands_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sklearn_clip._cli import build_parser\n"
+        "print(build_parser().format_help())\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "bench" in out and "few-shot benchmark" in out
+    assert "torch imported: False" in out
+
+
+def test_cli_version_and_one_line_errors(capsys, tmp_path):
+    import pytest
+
+    from sklearn_clip import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
+    for argv in (["train"], ["foo.npz"], ["bench", "--shots"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "error:" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.npz" in err[0] and err[0].startswith("sklearn-clip bench: error:")
+
+
+def test_cli_help_documents_every_option_and_lists_every_method():
+    from sklearn_clip._cli import METHOD_NAMES, build_parser
+
+    assert list(METHOD_NAMES) == list(bench.METHODS)
+    bench_parser = build_parser()._subparsers._group_actions[0].choices["bench"]
+    undocumented = [a.dest for a in bench_parser._actions if not a.help]
+    assert undocumented == []

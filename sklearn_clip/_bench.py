@@ -1,12 +1,11 @@
 """Few-shot benchmark of every classifier on CLIP features.
 
-Run ``sklearn-clip bench FEATURES.npz`` (or ``python -m sklearn_clip.bench``).
+Run ``sklearn-clip bench FEATURES.npz`` (or ``python -m sklearn_clip bench``).
 For each shot count and seed it samples a few-shot training set from the
 training pool, fits every method on it, and scores on the test split. Nothing
 is tuned on the test split: methods run with their defaults.
 """
 
-import argparse
 import csv
 import os
 import warnings
@@ -243,56 +242,36 @@ def markdown_table(summary, shots, fmt):
 
 
 def plot_accuracy(summary, shots, title, path):
+    """Accuracy against shots, one line per method: seed-study methods solid,
+    newer ones dashed, every method its own colour and marker."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, by_shot in summary.items():
+    colours = plt.get_cmap("tab20").colors
+    markers = "osD^v<>phX*"
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, (method, by_shot) in enumerate(summary.items()):
         xs = [n for n in shots if n in by_shot]
         means = np.array([by_shot[n][0] for n in xs]) * 100
         stds = np.array([by_shot[n][1] for n in xs]) * 100
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
+        seed = METHODS[method].seed if method in METHODS else True
+        ax.errorbar(xs, means, yerr=stds, capsize=3, label=method,
+                    color=colours[(2 * i) % 20 + (i // 10) % 2],
+                    marker=markers[i % len(markers)],
+                    linestyle="-" if seed else "--")
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots, [str(n) for n in shots])
-    ax.set_xlabel("shots per class")
+    ax.set_xlabel("training images per class (shots)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2, title="solid: seed study, dashed: newer",
+              title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="sklearn-clip bench",
-        description="Few-shot benchmark of CLIP adaptation methods on a features "
-        ".npz (X_train, y_train, X_test, y_test, optional text_features), an image "
-        "folder (one sub-folder per class, optionally under train/ and test/) or a "
-        "CSV of path,label[,split][,classname].",
-    )
-    parser.add_argument("data", nargs="+", help="features .npz, image folder or CSV")
-    parser.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--seeds", type=int, default=3, help="sampling seeds")
-    parser.add_argument(
-        "--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-        metavar="METHOD", help=f"subset of: {', '.join(METHODS)}",
-    )
-    parser.add_argument("--model", default="ViT-B-32",
-                        help="open_clip model for image folders / CSVs")
-    parser.add_argument("--pretrained", default="laion2b_s34b_b79k",
-                        help="pretrained tag or local checkpoint; 'none' for random "
-                        "weights (testing only)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--test-size", type=float, default=0.5,
-                        help="held-out fraction when the images carry no split")
-    parser.add_argument("--out", default="bench_results",
-                        help="folder for the JSON results and PNG plots")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser
 
 
 def best_by_family(summary, shots):
@@ -314,12 +293,8 @@ def best_by_family(summary, shots):
                       "|---|---|---|---|", *lines])
 
 
-def main(argv=None):
-    """Entry point of ``sklearn-clip bench``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":
-        argv = argv[1:]
-    args = _parser().parse_args(argv)
+def run(args):
+    """``sklearn-clip bench`` with parsed arguments (see :mod:`._cli`)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
@@ -354,13 +329,12 @@ def main(argv=None):
             json.dumps({"dataset": dataset["name"], "records": records}, indent=1)
         )
         try:
-            plot_accuracy(accuracy, args.shots, dataset["name"],
+            plot_accuracy(accuracy, args.shots,
+                          f"{dataset['name']}: test accuracy by shots per class "
+                          f"(mean ± std over {args.seeds} draw{'s' if args.seeds != 1 else ''})",
                           out / f"{dataset['name']}.png")
         except ImportError:
-            print("(matplotlib not installed: no plot written)")
+            print("(matplotlib not installed: no plot written; "
+                  "pip install 'sklearn-clip[plot]')")
     print(f"\nResults written to {out}/")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
