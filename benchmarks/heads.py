@@ -225,6 +225,59 @@ def plot(records, zero_shot, path):
     fig.savefig(path, dpi=120)
 
 
+def _busy_loop(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def thread_table(data, shots=8, repeats=3):
+    """Fit time of each head's defaults with 1 and with 2 torch threads, on an
+    idle machine and with one busy process per core (another job, a joblib
+    worker, ...). The estimators leave torch's thread count to the process
+    (``torch.set_num_threads`` or ``threadpoolctl.threadpool_limits``)."""
+    import multiprocessing
+
+    from threadpoolctl import threadpool_limits
+
+    train = few_shot_indices(data["y_train"], shots, random_state=0)
+    X, y = data["X_train"][train], data["y_train"][train]
+    times = {}
+    for load in ("idle", "loaded"):
+        hogs = []
+        if load == "loaded":
+            context = multiprocessing.get_context("spawn")
+            hogs = [context.Process(target=_busy_loop, args=(600,), daemon=True)
+                    for _ in range(os.cpu_count() or 1)]
+            for hog in hogs:
+                hog.start()
+            time.sleep(1.0)
+        try:
+            for _ in range(repeats):  # interleaved: drift hits both thread counts
+                for threads in (1, 2):
+                    for name, (cls, _) in HEADS.items():
+                        kwargs = dict(random_state=0, device="cpu")
+                        if name != "linear probe":
+                            kwargs["text_features"] = data["text_features"]
+                        with threadpool_limits(threads):
+                            start = time.perf_counter()
+                            cls(**kwargs).fit(X, y)
+                        times.setdefault((load, name, threads), []).append(
+                            time.perf_counter() - start)
+        finally:
+            for hog in hogs:
+                hog.terminate()
+    lines = [f"\nFit time (s, median of {repeats}) at {shots} shots, {machine()}; "
+             "loaded = one busy process per core\n",
+             "| head | idle, 1 thread | idle, 2 threads | loaded, 1 thread | "
+             "loaded, 2 threads |", "|---|---|---|---|---|"]
+    for name in HEADS:
+        cells = [f"{np.median(times[load, name, threads]):.2f}"
+                 for load in ("idle", "loaded") for threads in (1, 2)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, default=DEFAULT_FEATURES)
@@ -234,12 +287,18 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     parser.add_argument("--seed-code", action="store_true",
                         help="also time the seed recipe as a plain skorch net runs it")
+    parser.add_argument("--threads", action="store_true",
+                        help="only the fit-time table with 1 and 2 torch threads, "
+                        "idle and loaded")
     args = parser.parse_args(argv)
     if not args.features.exists():
         parser.error(f"{args.features} not found (the real features live in ../shared/data)")
     warnings.simplefilter("ignore", UserWarning)
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_features(args.features)
+    if args.threads:
+        print(thread_table(data))
+        return
     zero_shot = None
     if data["text_features"] is not None:
         zero_shot = ZeroShotClassifier(text_features=data["text_features"]).fit(

@@ -9,7 +9,8 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import InconsistentVersionWarning as _SklearnVersionWarning
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._text import encode_class_names, logit_scale_of
 from ._validation import check_text_features
@@ -163,6 +164,20 @@ def validate_embeddings(estimator, X, y="no_validation", *, reset):
     )
 
 
+def resolve_sample_weight(X, y, sample_weight, class_weight):
+    """float64 per-sample weights from ``sample_weight`` times the weights of
+    ``class_weight`` (None, ``"balanced"`` or a dict label -> weight), or
+    None when both are None (every weight 1: the unweighted path)."""
+    if sample_weight is None and class_weight is None:
+        return None
+    weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    if class_weight is not None:
+        weights = weights * compute_sample_weight(class_weight, y)
+    if not weights.sum() > 0:
+        raise ValueError("sample_weight (times class_weight) sums to zero: nothing to fit.")
+    return weights
+
+
 def decision_from_logits(logits):
     """scikit-learn's ``decision_function`` shape: for two classes, the score
     of ``classes_[1]``; otherwise the logits."""
@@ -208,6 +223,21 @@ class ClassifierOutputMixin:
         proba : ndarray of shape (n_samples, n_classes)
         """
         return softmax(self._checked_logits(X).astype(np.float64), axis=1)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba` (``-inf`` where a probability
+        underflows to 0, as scikit-learn's classifiers give it).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
 
     def predict(self, X):
         """Predicted labels (elements of ``classes_``).

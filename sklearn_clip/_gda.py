@@ -12,6 +12,7 @@ from ._base import (
     ClassifierOutputMixin,
     TextClassesMixin,
     encode_labels,
+    resolve_sample_weight,
     validate_embeddings,
     warn_unused_parameters,
 )
@@ -27,18 +28,26 @@ FALLBACK_WEIGHTS = {1: 0.06, 2: 0.25}
 MAX_AUTO_FOLDS = 4
 
 
-def shrunk_discriminant(X, y_encoded, n_classes, shrinkage):
+def shrunk_discriminant(X, y_encoded, n_classes, shrinkage, sample_weight=None):
     """Class means, ``S^-1 mu_k`` and intercepts of GDA with a shrunk shared
-    covariance ``S``."""
+    covariance ``S``; with ``sample_weight``, weighted means and covariance
+    (an integer weight counts as that many copies of the row)."""
     n_features = X.shape[1]
-    counts = np.bincount(y_encoded, minlength=n_classes)
+    weights = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, float)
+    totals = np.bincount(y_encoded, weights=weights, minlength=n_classes)
+    if np.any(totals <= 0):
+        raise ValueError(
+            "GDAClassifier: some classes have zero total sample weight; give every "
+            "class of y a positive weight, or drop its samples."
+        )
     means = np.zeros((n_classes, n_features))
-    np.add.at(means, y_encoded, X)
-    means /= counts[:, None]
+    np.add.at(means, y_encoded, weights[:, None] * X)
+    means /= totals[:, None]
     residuals = X - means[y_encoded]
-    if len(X) == n_classes:  # one per class: no within-class spread
-        residuals = X - X.mean(axis=0)
-    covariance = residuals.T @ residuals / len(X)
+    rows_per_class = np.bincount(y_encoded[weights > 0], minlength=n_classes)
+    if rows_per_class.max() == 1:  # one per class: no within-class spread
+        residuals = X - np.average(X, axis=0, weights=weights)
+    covariance = (weights[:, None] * residuals).T @ residuals / weights.sum()
     isotropic = np.trace(covariance) / n_features
     if isotropic == 0:
         raise ValueError("all training embeddings are identical; GDA needs spread")
@@ -50,10 +59,13 @@ def shrunk_discriminant(X, y_encoded, n_classes, shrinkage):
     return means, coef, intercept
 
 
-def spread_ratio(discriminant_logits, zero_shot_logits):
+def spread_ratio(discriminant_logits, zero_shot_logits, sample_weight=None):
     """How much more the discriminant's logits spread across classes than
     the zero-shot logits (mean per-sample standard deviation)."""
-    return discriminant_logits.std(axis=1).mean() / zero_shot_logits.std(axis=1).mean()
+    return (
+        np.average(discriminant_logits.std(axis=1), weights=sample_weight)
+        / np.average(zero_shot_logits.std(axis=1), weights=sample_weight)
+    )
 
 
 class GDAClassifier(
@@ -200,7 +212,7 @@ device, precision
         self.precision = precision
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Estimate class means and the shared shrunk covariance.
 
         Parameters
@@ -209,6 +221,12 @@ device, precision
             Image embeddings.
         y : array-like of shape (n_samples,)
             Labels of any type.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples in the class means and the covariance (an
+            integer weight counts as that many copies of the row). The class
+            priors stay equal, as in the rest of GDA's few-shot setting (so
+            there is no ``class_weight``, as in scikit-learn's
+            ``LinearDiscriminantAnalysis``).
 
         Returns
         -------
@@ -223,8 +241,9 @@ device, precision
                 f"GDAClassifier needs samples of at least 2 classes; got 1 class: "
                 f"{self.classes_.tolist()}"
             )
+        weights = resolve_sample_weight(X, y, sample_weight, class_weight=None)
         self.means_, self.coef_, self.intercept_ = shrunk_discriminant(
-            X, y_encoded, n_classes, self.shrinkage
+            X, y_encoded, n_classes, self.shrinkage, weights
         )
         for stale in ("text_features_", "logit_scale_", "scale_", "discriminant_weight_"):
             self.__dict__.pop(stale, None)  # from an earlier fit with text
@@ -238,9 +257,9 @@ device, precision
             return self
         self._fit_text(X, y_encoded)
         zero_shot = self._zero_shot_logits(X)
-        self.scale_ = spread_ratio(self._discriminant(X), zero_shot)
+        self.scale_ = spread_ratio(self._discriminant(X), zero_shot, weights)
         self.discriminant_weight_ = (
-            self._choose_weight(X, y_encoded, zero_shot)
+            self._choose_weight(X, y_encoded, zero_shot, weights)
             if weight == "auto" else float(weight)
         )
         return self
@@ -263,10 +282,11 @@ device, precision
     def _discriminant(self, X):
         return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
 
-    def _choose_weight(self, X, y_encoded, zero_shot):
-        """Blend weight with the best cross-validated accuracy on the
-        training samples (ties: the smaller weight)."""
+    def _choose_weight(self, X, y_encoded, zero_shot, sample_weight=None):
+        """Blend weight with the best cross-validated (weighted) accuracy on
+        the training samples (ties: the smaller weight)."""
         n_classes = len(self.classes_)
+        weights = np.ones(len(X)) if sample_weight is None else sample_weight
         fewest = np.bincount(y_encoded, minlength=n_classes).min()
         if fewest in FALLBACK_WEIGHTS:
             return FALLBACK_WEIGHTS[fewest]
@@ -274,13 +294,15 @@ device, precision
         correct = np.zeros(len(AUTO_WEIGHTS))
         for train, held_out in folds.split(X, y_encoded):
             _, coef, intercept = shrunk_discriminant(
-                X[train], y_encoded[train], n_classes, self.shrinkage
+                X[train], y_encoded[train], n_classes, self.shrinkage, weights[train]
             )
-            scale = spread_ratio(X[train] @ coef.T + intercept, zero_shot[train])
+            scale = spread_ratio(X[train] @ coef.T + intercept, zero_shot[train],
+                                 weights[train])
             discriminant = (X[held_out] @ coef.T + intercept) / scale
             for i, weight in enumerate(AUTO_WEIGHTS):
                 blended = zero_shot[held_out] + weight * discriminant
-                correct[i] += np.sum(blended.argmax(axis=1) == y_encoded[held_out])
+                hits = blended.argmax(axis=1) == y_encoded[held_out]
+                correct[i] += np.sum(weights[held_out] * hits)
         return AUTO_WEIGHTS[int(np.argmax(correct))]
 
     def _logits(self, X):

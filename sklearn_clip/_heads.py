@@ -1,6 +1,7 @@
 """Shared base of the trainable heads on CLIP embeddings, trained with skorch."""
 
 import contextlib
+import contextvars
 import json
 import sys
 from numbers import Integral, Real
@@ -20,13 +21,19 @@ from ._base import (
     BaseCLIPEstimator,
     ClassifierOutputMixin,
     encode_labels,
+    resolve_sample_weight,
     validate_embeddings,
     warn_unused_parameters,
 )
 from ._clip import loading_device, resolve_device
 from ._validation import DEVICE_CONSTRAINT
 
+def _total_weight(sample_weight, n_samples):
+    return n_samples if sample_weight is None else float(np.sum(sample_weight))
+
+
 TRAINING_PARAMETER_CONSTRAINTS = {
+    "class_weight": [dict, StrOptions({"balanced"}), None],
     "solver": [StrOptions({"lbfgs", "adamw"})],
     "alpha": [Interval(Real, 0, None, closed="left")],
     "lr": [Interval(Real, 0, None, closed="neither"), None],
@@ -63,6 +70,11 @@ def seeded_torch(random_state):
         yield
 
 
+#: Per-sample weights of the batch being trained on (None: unweighted); set
+#: by :class:`HeadNet` around each training forward pass.
+_BATCH_WEIGHTS = contextvars.ContextVar("sklearn_clip_batch_weights", default=None)
+
+
 class AveragedBatchNorm(torch.nn.BatchNorm1d):
     """BatchNorm whose running statistics are the plain average of the batch
     statistics that training normalised with.
@@ -78,14 +90,23 @@ class AveragedBatchNorm(torch.nn.BatchNorm1d):
     full-batch head predicts its training data exactly as it was trained.
     """
 
-    def __init__(self, n_features, affine=True):
+    def __init__(self, n_features, affine=True, sample_weighted=True):
         super().__init__(n_features, affine=affine, momentum=None)
+        # False for layers that normalise something else than the samples
+        # (the attention probe's class text rows).
+        self.sample_weighted = sample_weighted
 
     def forward(self, X):
         if not self.training:
             return super().forward(X)
-        mean = X.mean(dim=0)
-        var = X.var(dim=0, unbiased=False)
+        weights = _BATCH_WEIGHTS.get() if self.sample_weighted else None
+        if weights is None:
+            mean = X.mean(dim=0)
+            var = X.var(dim=0, unbiased=False)
+        else:  # the statistics of the data with rows repeated by weight
+            weights = (weights / weights.sum()).unsqueeze(1)
+            mean = (weights * X).sum(dim=0)
+            var = (weights * (X - mean).pow(2)).sum(dim=0)
         with torch.no_grad():
             self.num_batches_tracked += 1
             weight = 1.0 / float(self.num_batches_tracked)
@@ -97,9 +118,9 @@ class AveragedBatchNorm(torch.nn.BatchNorm1d):
         return normalized
 
 
-def batch_norm_layer(n_features, affine=True):
+def batch_norm_layer(n_features, affine=True, sample_weighted=True):
     """:class:`AveragedBatchNorm` (see there why not torch's default)."""
-    return AveragedBatchNorm(n_features, affine=affine)
+    return AveragedBatchNorm(n_features, affine=affine, sample_weighted=sample_weighted)
 
 
 class TensorBatchIterator:
@@ -124,12 +145,12 @@ class TensorBatchIterator:
         data = self.dataset
         if isinstance(data, torch.utils.data.Subset):  # after a validation split
             rows = torch.as_tensor(data.indices)
-            return data.dataset.X[rows], data.dataset.y[rows]
+            return _take(data.dataset.X, rows), data.dataset.y[rows]
         return data.X, data.y
 
     def __iter__(self):
         X, y = self._tensors()  # y is None at prediction time
-        n_rows = len(X)
+        n_rows = len(self.dataset)
         if self.batch_size == -1 or self.batch_size >= n_rows:
             yield X, y  # one full batch: the order does not matter
             return
@@ -139,7 +160,7 @@ class TensorBatchIterator:
             start = batch * self.batch_size
             stop = n_rows if batch == n_batches - 1 else start + self.batch_size
             rows = order[start:stop]
-            yield X[rows], None if y is None else y[rows]
+            yield _take(X, rows), None if y is None else y[rows]
 
     def __len__(self):
         n_rows = len(self.dataset)
@@ -149,6 +170,13 @@ class TensorBatchIterator:
         if n_rows % self.batch_size == 1:
             n_batches -= 1  # the single last row joins the previous batch
         return n_batches
+
+
+def _take(X, rows):
+    """Rows of a tensor, or of each tensor of a dict (``{"X", "sample_weight"}``)."""
+    if isinstance(X, dict):
+        return {key: value[rows] for key, value in X.items()}
+    return X[rows]
 
 
 class NetAsArraysMixin:
@@ -234,6 +262,11 @@ class HeadNet(PlainLogMixin, NeuralNetClassifier):
     The penalty ``alpha / (2 n_samples) * ||W||^2`` on the mean loss equals
     ``alpha / 2 * ||W||^2`` on the summed loss, the scale of scikit-learn's
     ``1 / C``, so one ``alpha`` means the same at every shot count.
+
+    With sample weights, X is ``{"X": embeddings, "sample_weight": w}``: the
+    loss is the weighted mean, BatchNorm uses weighted statistics and
+    ``n_samples`` is the sum of the weights, so integer weights train as
+    repeated rows would.
     """
 
     def __init__(self, *args, alpha=0.0, n_samples=1, **kwargs):
@@ -241,8 +274,26 @@ class HeadNet(PlainLogMixin, NeuralNetClassifier):
         self.alpha = alpha
         self.n_samples = n_samples
 
+    def infer(self, x, **fit_params):
+        if not isinstance(x, dict):
+            return super().infer(x, **fit_params)
+        # Weighted training data: {"X": embeddings, "sample_weight": weights}.
+        weights = x["sample_weight"].to(self.device) if self.module_.training else None
+        token = _BATCH_WEIGHTS.set(weights)
+        try:
+            return super().infer(x["X"], **fit_params)
+        finally:
+            _BATCH_WEIGHTS.reset(token)
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if isinstance(X, dict):
+            weights = X["sample_weight"].to(y_pred.device)
+            losses = torch.nn.functional.cross_entropy(
+                y_pred, y_true.to(y_pred.device), reduction="none"
+            )
+            loss = (weights * losses).sum() / weights.sum()
+        else:
+            loss = super().get_loss(y_pred, y_true, X=X, training=training)
         if training and self.alpha > 0:
             squares = sum(w.pow(2).sum() for w in self.module_.penalized_weights())
             loss = loss + self.alpha / (2 * self.n_samples) * squares
@@ -269,12 +320,13 @@ class EmbeddingHeadClassifier(
     def _build_module(self, n_features, n_classes):
         raise NotImplementedError
 
-    def _prepare_fit(self, X, y_encoded):
-        """Hook run after ``classes_`` is set (text heads embed class names)."""
+    def _prepare_fit(self, X, y_encoded, sample_weight):
+        """Hook run after ``classes_`` is set (text heads embed class names);
+        ``sample_weight`` is None or the resolved per-sample weights."""
 
     # -- fitting --------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the head on embeddings.
 
         Parameters
@@ -283,6 +335,10 @@ class EmbeddingHeadClassifier(
             Image embeddings.
         y : array-like of shape (n_samples,)
             Labels of any type (strings, non-contiguous integers, ...).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each sample in the loss (and in BatchNorm statistics):
+            an integer weight trains as that many copies of the row would.
+            Multiplied by ``class_weight``.
 
         Returns
         -------
@@ -299,14 +355,16 @@ class EmbeddingHeadClassifier(
                     f"got 1 class: {self.classes_.tolist()}"
                 )
             self._check_training_parameters(y_encoded)
-            self._prepare_fit(X, y_encoded)
+        weights = self._sample_weights(X, y, sample_weight)
+        if not self._continuing():
+            self._prepare_fit(X, y_encoded, weights)
         with self._seeded():
             if not self._continuing():
-                self.net_ = self._new_net(len(y))
-            self._train(X, y_encoded, epochs=None)
+                self.net_ = self._new_net(_total_weight(weights, len(y)))
+            self._train(X, y_encoded, epochs=None, sample_weight=weights)
         return self
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one more epoch, starting from the current weights.
 
         Parameters
@@ -316,6 +374,8 @@ class EmbeddingHeadClassifier(
         classes : array-like, default=None
             All labels that will ever occur; required on the first call
             unless ``y`` already contains every class.
+        sample_weight : array-like of shape (n_samples,), default=None
+            As in :meth:`fit`.
 
         Returns
         -------
@@ -328,14 +388,20 @@ class EmbeddingHeadClassifier(
         if first:
             self.classes_, _ = encode_labels(y if classes is None else np.asarray(classes))
         y_encoded = self._encode_known(y)
+        weights = self._sample_weights(X, y, sample_weight)
         if first:
             self._check_training_parameters(y_encoded)
-            self._prepare_fit(X, y_encoded)
+            self._prepare_fit(X, y_encoded, weights)
         with self._seeded():
             if first:
-                self.net_ = self._new_net(len(y))
-            self._train(X, y_encoded, epochs=1)
+                self.net_ = self._new_net(_total_weight(weights, len(y)))
+            self._train(X, y_encoded, epochs=1, sample_weight=weights)
         return self
+
+    def _sample_weights(self, X, y, sample_weight):
+        """Per-sample weights from ``sample_weight`` and ``class_weight``, or
+        None when every weight is 1 (the unweighted, faster path)."""
+        return resolve_sample_weight(X, y, sample_weight, self.class_weight)
 
     def _check_training_parameters(self, y_encoded):
         """Refuse or flag training settings the data makes impossible or moot."""
@@ -420,9 +486,12 @@ class EmbeddingHeadClassifier(
             **optimizer_kwargs,
         )
 
-    def _train(self, X, y_encoded, epochs):
+    def _train(self, X, y_encoded, epochs, sample_weight=None):
         X_tensor = torch.as_tensor(np.asarray(X, dtype=np.float32))
         y_tensor = torch.as_tensor(y_encoded, dtype=torch.int64)
+        if sample_weight is not None:
+            X_tensor = {"X": X_tensor,
+                        "sample_weight": torch.as_tensor(sample_weight, dtype=torch.float32)}
         # partial_fit initialises a new net and continues a warm one;
         # epochs=None means max_epochs.
         self.net_.partial_fit(X_tensor, y_tensor, epochs=epochs)

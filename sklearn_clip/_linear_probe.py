@@ -43,6 +43,10 @@ class LinearProbeClassifier(EmbeddingHeadClassifier):
     alpha : float, default=1.0
         L2 penalty on the linear weights, on the scale of scikit-learn's
         ``1 / C``: ``alpha / 2 * ||W||^2`` added to the summed loss.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss, as in scikit-learn: a dict
+        ``label -> weight`` or ``"balanced"`` (inversely proportional to the
+        class frequencies); multiplied by ``fit``'s ``sample_weight``.
     lr : float, default=None
         Learning rate; None means 1.0 for L-BFGS and 1e-3 for AdamW.
     max_epochs : int, default=3
@@ -108,6 +112,7 @@ class LinearProbeClassifier(EmbeddingHeadClassifier):
         batch_norm=True,
         solver="lbfgs",
         alpha=1.0,
+        class_weight=None,
         lr=None,
         max_epochs=3,
         batch_size="full",
@@ -122,6 +127,7 @@ class LinearProbeClassifier(EmbeddingHeadClassifier):
         self.batch_norm = batch_norm
         self.solver = solver
         self.alpha = alpha
+        self.class_weight = class_weight
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size

@@ -25,7 +25,7 @@ class TextHeadClassifier(TextClassesMixin, EmbeddingHeadClassifier):
     )
     _rebuilt_buffers = ("text",)
 
-    def _prepare_fit(self, X, y_encoded):
+    def _prepare_fit(self, X, y_encoded, sample_weight):
         self._fit_text(X, y_encoded)
 
     def _text_tensor(self):
@@ -44,7 +44,9 @@ class AttentionProbeModule(nn.Module):
         self.register_buffer("text", text)
         self.ratio = ratio
         self.image_norm = batch_norm_layer(n_features) if pre_bn else nn.Identity()
-        self.text_norm = batch_norm_layer(n_features) if pre_bn else nn.Identity()
+        self.text_norm = (
+            batch_norm_layer(n_features, sample_weighted=False) if pre_bn else nn.Identity()
+        )
         self.post_norm = batch_norm_layer(n_features) if post_bn else nn.Identity()
         self.linear = nn.Linear(n_features, n_classes)
         nn.init.zeros_(self.linear.weight)
@@ -86,8 +88,8 @@ class AttentionProbeClassifier(TextHeadClassifier):
     lr : float, default=None
         None means 6e-3 for AdamW, 1.0 for L-BFGS.
     max_epochs : int, default=25
-    batch_size, early_stopping, validation_fraction, n_iter_no_change, \
-warm_start, device, random_state, verbose
+    class_weight, batch_size, early_stopping, validation_fraction, \
+n_iter_no_change, warm_start, device, random_state, verbose
         Training, as in :class:`LinearProbeClassifier`. The defaults (25
         full-batch AdamW steps) match or beat the seed study's recipe (AdamW
         1e-4, batch 32, 400 epochs) about 50 times faster; L-BFGS run to
@@ -150,6 +152,7 @@ warm_start, device, random_state, verbose
         precision="auto",
         solver="adamw",
         alpha=0.0,
+        class_weight=None,
         lr=None,
         max_epochs=25,
         batch_size="full",
@@ -173,6 +176,7 @@ warm_start, device, random_state, verbose
         self.precision = precision
         self.solver = solver
         self.alpha = alpha
+        self.class_weight = class_weight
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -187,12 +191,12 @@ warm_start, device, random_state, verbose
     _open_vocabulary = False
     _default_lr = {"lbfgs": 1.0, "adamw": 6e-3}
 
-    def _prepare_fit(self, X, y_encoded):
+    def _prepare_fit(self, X, y_encoded, sample_weight):
         warn_unused_parameters(
             self, ["logit_scale"], "on the attention probe (its linear layer sets "
             "the scale of the logits)",
         )
-        super()._prepare_fit(X, y_encoded)
+        super()._prepare_fit(X, y_encoded, sample_weight)
 
     def _build_module(self, n_features, n_classes):
         return AttentionProbeModule(
@@ -261,7 +265,7 @@ class CLIPAdapterClassifier(TextHeadClassifier):
         the adapter stays near zero-shot at 1-2 shots and adapts further with
         more data (as the seed recipe, AdamW 1e-4, batch 32, 400 epochs, does
         at a few per cent of its cost; see ``benchmarks/heads.py``).
-    early_stopping, validation_fraction, n_iter_no_change, \
+    class_weight, early_stopping, validation_fraction, n_iter_no_change, \
 warm_start, device, random_state, verbose
         Training, as in :class:`LinearProbeClassifier`.
 
@@ -316,6 +320,7 @@ warm_start, device, random_state, verbose
         precision="auto",
         solver="adamw",
         alpha=0.0,
+        class_weight=None,
         lr=None,
         max_epochs=30,
         batch_size=128,
@@ -339,6 +344,7 @@ warm_start, device, random_state, verbose
         self.precision = precision
         self.solver = solver
         self.alpha = alpha
+        self.class_weight = class_weight
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size

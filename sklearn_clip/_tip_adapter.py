@@ -15,16 +15,25 @@ from ._text_heads import TextHeadClassifier
 _DEFAULT_CACHE_WEIGHT = {False: 2.0, True: 1.0}
 
 
+def _key_weights(sample_weight, n_keys):
+    if sample_weight is None:
+        return np.ones(n_keys, dtype=np.float32)
+    return np.asarray(sample_weight, dtype=np.float32)
+
+
 class TipAdapterModule(nn.Module):
     """``logits = scale x T^T + cache_weight * exp(-sharpness (1 - x K^T)) L``
     with ``x`` the normalised image, ``K`` the cached training embeddings
     (trainable for Tip-Adapter-F) and ``L`` their one-hot labels."""
 
-    def __init__(self, text, keys, key_labels, cache_weight, sharpness, logit_scale):
+    def __init__(self, text, keys, key_labels, key_weights, cache_weight, sharpness,
+                 logit_scale):
         super().__init__()
         self.register_buffer("text", text)
         # Class index of each key; -1 drops a key whose class is not predicted.
         self.register_buffer("key_labels", key_labels)
+        # Sample weight of each key: a key of weight 2 votes as two copies.
+        self.register_buffer("key_weights", key_weights)
         self.keys = nn.Parameter(keys)
         self.cache_weight = cache_weight
         self.sharpness = sharpness
@@ -33,7 +42,7 @@ class TipAdapterModule(nn.Module):
     def forward(self, X):
         x = nn.functional.normalize(X, dim=1)
         logits = self.logit_scale * x @ self.text.T
-        affinity = torch.exp(-self.sharpness * (1 - x @ self.keys.T))
+        affinity = torch.exp(-self.sharpness * (1 - x @ self.keys.T)) * self.key_weights
         kept = self.key_labels >= 0
         cache = torch.zeros_like(logits).index_add_(
             1, self.key_labels[kept], affinity[:, kept]
@@ -79,6 +88,9 @@ class TipAdapterClassifier(TextHeadClassifier):
         None means 1e-3 for AdamW (the paper's), 1.0 for L-BFGS.
     max_epochs : int, default=20
     batch_size : int or "full", default=256
+    class_weight
+        Class weights, as in :class:`LinearProbeClassifier`: they weight the
+        cache entries (and the loss with ``fine_tune=True``).
     early_stopping, validation_fraction, n_iter_no_change, \
 warm_start, device, random_state, verbose
         Training, as in :class:`LinearProbeClassifier`; used only with
@@ -139,6 +151,7 @@ warm_start, device, random_state, verbose
         precision="auto",
         solver="adamw",
         alpha=0.0,
+        class_weight=None,
         lr=None,
         max_epochs=20,
         batch_size=256,
@@ -162,6 +175,7 @@ warm_start, device, random_state, verbose
         self.precision = precision
         self.solver = solver
         self.alpha = alpha
+        self.class_weight = class_weight
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -176,16 +190,17 @@ warm_start, device, random_state, verbose
     _fitted_attributes = TextHeadClassifier._fitted_attributes + ("cache_labels_",)
     _rebuilt_buffers = ("text", "key_labels")
 
-    def _prepare_fit(self, X, y_encoded):
+    def _prepare_fit(self, X, y_encoded, sample_weight):
         if not self.fine_tune:
             warn_unused_parameters(
                 self, ["solver", "alpha", "lr", "max_epochs", "batch_size",
                        "early_stopping", "warm_start"],
                 "without fine_tune=True (the training-free cache is not trained)",
             )
-        super()._prepare_fit(X, y_encoded)
+        super()._prepare_fit(X, y_encoded, sample_weight)
         self.cache_labels_ = self.classes_[y_encoded]
         self._cache_keys = l2_normalize(np.asarray(X, dtype=np.float32))
+        self._cache_key_weights = _key_weights(sample_weight, len(X))
 
     def _key_label_tensor(self):
         positions = np.searchsorted(self.classes_, self.cache_labels_)
@@ -195,13 +210,16 @@ warm_start, device, random_state, verbose
 
     def _rebuild_net(self, arrays, config):
         self._cache_keys = np.array(arrays["keys"])
+        self._cache_key_weights = np.array(arrays["key_weights"])
         return super()._rebuild_net(arrays, config)
 
     def _build_module(self, n_features, n_classes):
         keys = torch.as_tensor(self._cache_keys)
-        del self._cache_keys  # the module owns the keys from here on
+        weights = torch.as_tensor(self._cache_key_weights, dtype=torch.float32)
+        # The module owns the keys and their weights from here on.
+        del self._cache_keys, self._cache_key_weights
         return TipAdapterModule(
-            self._text_tensor(), keys, self._key_label_tensor(),
+            self._text_tensor(), keys, self._key_label_tensor(), weights,
             self._cache_weight(), self.sharpness, self.logit_scale_,
         )
 
@@ -210,13 +228,13 @@ warm_start, device, random_state, verbose
             return self.cache_weight
         return _DEFAULT_CACHE_WEIGHT[self.fine_tune]
 
-    def _train(self, X, y_encoded, epochs):
+    def _train(self, X, y_encoded, epochs, sample_weight=None):
         if self.fine_tune:
-            super()._train(X, y_encoded, epochs)
+            super()._train(X, y_encoded, epochs, sample_weight=sample_weight)
         elif not self.net_.initialized_:
             self.net_.initialize()
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Add samples to the cache (training-free) or train one more epoch.
 
         Parameters
@@ -226,17 +244,23 @@ warm_start, device, random_state, verbose
         classes : array-like, default=None
             All labels that will ever occur; required on the first call
             unless ``y`` already contains every class.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the new cache entries (see :meth:`fit`).
 
         Returns
         -------
         self
         """
         if self.fine_tune or not hasattr(self, "net_"):
-            return super().partial_fit(X, y, classes=classes)
+            return super().partial_fit(X, y, classes=classes, sample_weight=sample_weight)
         X, y = validate_embeddings(self, X, y, reset=False)
         self._encode_known(y)  # rejects labels outside classes_
-        self.cache_labels_ = np.concatenate([self.cache_labels_, y])
+        weights = _key_weights(self._sample_weights(X, y, sample_weight), len(X))
         module = self.net_.module_
+        module.key_weights = torch.cat(
+            [module.key_weights, torch.as_tensor(weights).to(module.key_weights.device)]
+        )
+        self.cache_labels_ = np.concatenate([self.cache_labels_, y])
         new_keys = torch.as_tensor(l2_normalize(np.asarray(X, dtype=np.float32)))
         module.keys = nn.Parameter(
             torch.cat([module.keys.data, new_keys.to(module.keys.device)])

@@ -549,6 +549,22 @@ class VisualPromptClassifier(
         """
         return softmax(self._image_logits(X, use_prompt).astype(np.float64), axis=1)
 
+    def predict_log_proba(self, X, *, use_prompt=True):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : sequence of paths, PIL images or uint8 arrays
+        use_prompt : bool, default=True
+            False gives plain zero-shot CLIP, for comparison.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X, use_prompt=use_prompt))
+
     def predict(self, X, *, use_prompt=True):
         """Predicted labels (elements of ``classes_``).
 

@@ -51,8 +51,8 @@ class ZSLinearProbeClassifier(TextHeadClassifier):
         None means 1.0 for L-BFGS, 1e-3 for AdamW.
     max_epochs : int, default=10
         Epochs of 8 L-BFGS iterations.
-    batch_size, early_stopping, validation_fraction, n_iter_no_change, \
-warm_start, device, random_state, verbose
+    class_weight, batch_size, early_stopping, validation_fraction, \
+n_iter_no_change, warm_start, device, random_state, verbose
         Training, as in :class:`LinearProbeClassifier`.
 
     Attributes
@@ -102,6 +102,7 @@ warm_start, device, random_state, verbose
         precision="auto",
         solver="lbfgs",
         alpha=0.01,
+        class_weight=None,
         lr=None,
         max_epochs=10,
         batch_size="full",
@@ -122,6 +123,7 @@ warm_start, device, random_state, verbose
         self.precision = precision
         self.solver = solver
         self.alpha = alpha
+        self.class_weight = class_weight
         self.lr = lr
         self.max_epochs = max_epochs
         self.batch_size = batch_size

@@ -44,20 +44,60 @@ ESTIMATORS = [
 ]
 
 
-# Per check, with its reason; everything else must pass (xfail_strict).
+# Per estimator and check, with its reason; everything else must pass
+# (xfail_strict). At most ten declarations in all.
 _TEXT_LOGITS = (
     "logits are cosine similarities to the class text; with the checks' "
     "stand-in text, unrelated to their data, training accuracy stays below "
-    "the check's 0.83 (the estimator reaches it on real CLIP features)"
+    "the check's 0.83 (test_contract.py: above it on real CLIP features)"
 )
-EXPECTED_FAILED_CHECKS = {
-    "CLIPAdapterClassifier": {"check_classifiers_train": _TEXT_LOGITS},
-    "TipAdapterClassifier": {"check_classifiers_train": _TEXT_LOGITS},
-}
+_FLOAT32_STEPS = (
+    "trained in float32 by {}: weights and repeated rows give the same model up "
+    "to rounding (about 1e-4 on probabilities, test_contract.py), not the "
+    "check's 1e-7"
+)
+_ZERO_START = (
+    "{} from a zero (or zero-shot) start move the logits too little for the "
+    "check's 1000 : 0.0001 class weights on its 30 rows; class_weight is "
+    "applied (test_contract.py: 'balanced' on imbalanced real features)"
+)
 
 
 def _expected_failed_checks(estimator):
-    return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
+    name = type(estimator).__name__
+    failures = {
+        "LinearProbeClassifier": {
+            "check_sample_weight_equivalence_on_dense_data":
+                _FLOAT32_STEPS.format("L-BFGS steps"),
+        },
+        "AttentionProbeClassifier": {
+            "check_sample_weight_equivalence_on_dense_data":
+                _FLOAT32_STEPS.format("AdamW steps"),
+            "check_class_weight_classifiers": _ZERO_START.format("25 AdamW steps"),
+        },
+        "CLIPAdapterClassifier": {
+            "check_classifiers_train": _TEXT_LOGITS,
+            "check_sample_weight_equivalence_on_dense_data":
+                _FLOAT32_STEPS.format("shuffled mini-batches, which repeated rows change,"),
+            "check_class_weight_classifiers": _ZERO_START.format("30 epochs of a residual adapter"),
+        },
+        "TipAdapterClassifier": {
+            "check_classifiers_train": _TEXT_LOGITS,
+            "check_sample_weight_equivalence_on_dense_data":
+                _FLOAT32_STEPS.format("float32 cache sums (training-free)"),
+        },
+        "ZSLinearProbeClassifier": {
+            "check_sample_weight_equivalence_on_dense_data":
+                _FLOAT32_STEPS.format("L-BFGS steps"),
+        },
+    }.get(name, {})
+    if name == "GDAClassifier" and estimator.text_features is not None:
+        failures["check_sample_weight_equivalence_on_dense_data"] = (
+            "discriminant_weight='auto' cross-validates over rows: repeated rows "
+            "fall into different folds than one weighted row, so the chosen blend "
+            "weight may differ (image-only GDA passes this check)"
+        )
+    return failures
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
