@@ -41,7 +41,8 @@ from sklearn_clip import (
 )
 from sklearn_clip._base import DEFAULT_LOGIT_SCALE
 from sklearn_clip._linear_probe import LinearProbeModule
-from sklearn_clip._text_heads import AttentionProbeModule, CLIPAdapterModule
+from sklearn_clip._attention_probe import AttentionProbeModule
+from sklearn_clip._clip_adapter import CLIPAdapterModule
 from sklearn_clip._bench import load_features
 
 DEFAULT_FEATURES = (

@@ -7,7 +7,7 @@ sklearn_clip`` and the command line's ``--help`` do not load torch.
 import importlib
 import sys
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 # public name -> private module that defines it
 _EXPORTS = {
@@ -15,7 +15,7 @@ _EXPORTS = {
     "CLIPWeightsUnavailableError": "_clip",
     "clear_clip_cache": "_clip",
     "load_clip": "_clip",
-    "resolve_device": "_clip",
+    "resolve_device": "_torch_utils",
     "CLIPModelMismatchWarning": "_base",
     "InconsistentVersionWarning": "_base",
     "CLIPFeaturizer": "_featurizer",
@@ -31,8 +31,8 @@ _EXPORTS = {
     "make_clip_pipeline": "_pipeline",
     "TEMPLATES": "_text",
     "encode_class_names": "_text",
-    "AttentionProbeClassifier": "_text_heads",
-    "CLIPAdapterClassifier": "_text_heads",
+    "AttentionProbeClassifier": "_attention_probe",
+    "CLIPAdapterClassifier": "_clip_adapter",
     "TipAdapterClassifier": "_tip_adapter",
     "VisualPromptClassifier": "_visual_prompt",
     "ZeroShotClassifier": "_zero_shot",

@@ -9,6 +9,7 @@ from scipy.special import softmax
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import InconsistentVersionWarning as _SklearnVersionWarning
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -378,6 +379,17 @@ class TextClassesMixin:
                 CLIPModelMismatchWarning
             )
 
+    def _check_open_vocabulary(self):
+        if not self._open_vocabulary:
+            raise AttributeError(
+                f"{type(self).__name__} learns one output per training class and "
+                "cannot predict over new classes; for open vocabulary use "
+                "ZeroShotClassifier, CLIPAdapterClassifier, TipAdapterClassifier "
+                "or VisualPromptClassifier."
+            )
+        return True
+
+    @available_if(_check_open_vocabulary)
     def with_classes(self, classes, *, class_names=None, text_features=None):
         """Return a copy of this fitted classifier that predicts over new classes.
 
@@ -404,13 +416,6 @@ class TextClassesMixin:
         >>> wider = clf.with_classes(["cat", "dog", "fox"])  # doctest: +SKIP
         >>> wider.predict(X)  # doctest: +SKIP
         """
-        if not self._open_vocabulary:
-            raise AttributeError(
-                f"{type(self).__name__} learns one output per training class and "
-                "cannot predict over new classes; for open vocabulary use "
-                "ZeroShotClassifier, CLIPAdapterClassifier, TipAdapterClassifier "
-                "or VisualPromptClassifier."
-            )
         check_is_fitted(self)
         classes, _ = encode_labels(np.asarray(classes))
         new = copy.deepcopy(self)

@@ -10,7 +10,6 @@ import csv
 import os
 import warnings
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +21,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from ._attention_probe import AttentionProbeClassifier
+from ._clip_adapter import CLIPAdapterClassifier
 from ._featurizer import CLIPFeaturizer
 from ._gda import GDAClassifier
 from ._images import load_image_folder
 from ._linear_probe import LinearProbeClassifier
 from ._model_selection import few_shot_indices
 from ._text import encode_class_names
-from ._text_heads import AttentionProbeClassifier, CLIPAdapterClassifier
 from ._tip_adapter import TipAdapterClassifier
 from ._zero_shot import ZeroShotClassifier
 from ._zs_linear_probe import ZSLinearProbeClassifier

@@ -11,13 +11,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseCLIPEstimator
-from ._clip import (
-    autocast,
-    embedding_dim,
-    load_clip,
-    quantized_image_encoder,
-    resolve_precision,
-)
+from ._clip import embedding_dim, load_clip, quantized_image_encoder
 from ._embedding_cache import EmbeddingCache, checkpoint_identity, content_key, namespace_key
 from ._images import (
     ImageLoadError,
@@ -26,6 +20,7 @@ from ._images import (
     iter_decoded,
     worker_processes_allowed,
 )
+from ._torch_utils import autocast, resolve_precision
 from ._validation import DEVICE_CONSTRAINT, PRECISION_CONSTRAINT, PRETRAINED_CONSTRAINT
 from ._warnings import warn
 

@@ -2,10 +2,11 @@
 
 from torch import nn
 
-from ._heads import EmbeddingHeadClassifier, batch_norm_layer
+from ._heads import EmbeddingHeadClassifier
+from ._training import HeadModule, batch_norm_layer
 
 
-class LinearProbeModule(nn.Module):
+class LinearProbeModule(HeadModule):
     def __init__(self, n_features, n_classes, batch_norm=True):
         super().__init__()
         # No affine part: before a linear layer it adds nothing, and a free
@@ -139,5 +140,5 @@ class LinearProbeClassifier(EmbeddingHeadClassifier):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _build_module(self, n_features, n_classes):
+    def _build_module(self, n_features, n_classes, training_data):
         return LinearProbeModule(n_features, n_classes, self.batch_norm)

@@ -5,7 +5,8 @@ import torch
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from ._clip import autocast, load_clip
+from ._clip import load_clip
+from ._torch_utils import autocast
 
 #: Prompt template sets shipped with the package; estimators accept these
 #: names or any list of format strings containing ``{}``.

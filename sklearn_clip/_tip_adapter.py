@@ -8,7 +8,8 @@ from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from ._base import l2_normalize, validate_embeddings, warn_unused_parameters
-from ._text_heads import TextHeadClassifier
+from ._heads import TextHeadClassifier
+from ._training import HeadModule
 
 
 # cache_weight=None, without and with fine-tuning (see benchmarks/README.md).
@@ -21,7 +22,7 @@ def _key_weights(sample_weight, n_keys):
     return np.asarray(sample_weight, dtype=np.float32)
 
 
-class TipAdapterModule(nn.Module):
+class TipAdapterModule(HeadModule):
     """``logits = scale x T^T + cache_weight * exp(-sharpness (1 - x K^T)) L``
     with ``x`` the normalised image, ``K`` the cached training embeddings
     (trainable for Tip-Adapter-F) and ``L`` their one-hot labels."""
@@ -199,8 +200,6 @@ warm_start, device, random_state, verbose
             )
         super()._prepare_fit(X, y_encoded, sample_weight)
         self.cache_labels_ = self.classes_[y_encoded]
-        self._cache_keys = l2_normalize(np.asarray(X, dtype=np.float32))
-        self._cache_key_weights = _key_weights(sample_weight, len(X))
 
     def _key_label_tensor(self):
         positions = np.searchsorted(self.classes_, self.cache_labels_)
@@ -208,19 +207,21 @@ warm_start, device, random_state, verbose
         known = self.classes_[positions] == self.cache_labels_
         return torch.as_tensor(np.where(known, positions, -1), dtype=torch.int64)
 
-    def _rebuild_net(self, arrays, config):
-        self._cache_keys = np.array(arrays["keys"])
-        self._cache_key_weights = np.array(arrays["key_weights"])
-        return super()._rebuild_net(arrays, config)
-
-    def _build_module(self, n_features, n_classes):
-        keys = torch.as_tensor(self._cache_keys)
-        weights = torch.as_tensor(self._cache_key_weights, dtype=torch.float32)
-        # The module owns the keys and their weights from here on.
-        del self._cache_keys, self._cache_key_weights
+    def _build_module(self, n_features, n_classes, training_data):
+        if training_data is None:  # rebuilt: the stored arrays fill these in
+            keys = np.zeros((len(self.cache_labels_), n_features), dtype=np.float32)
+            weights = None
+        else:  # the cache: the normalised training embeddings and their weights
+            X, weights = training_data
+            keys = l2_normalize(np.asarray(X, dtype=np.float32))
         return TipAdapterModule(
-            self._text_tensor(), keys, self._key_label_tensor(), weights,
-            self._cache_weight(), self.sharpness, self.logit_scale_,
+            self._text_tensor(),
+            torch.as_tensor(keys),
+            self._key_label_tensor(),
+            torch.as_tensor(_key_weights(weights, len(keys))),
+            self._cache_weight(),
+            self.sharpness,
+            self.logit_scale_,
         )
 
     def _cache_weight(self):

@@ -1,7 +1,7 @@
 """Parameter constraints and input checks shared by the estimators."""
 
 import os
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -44,3 +44,20 @@ def check_text_features(text_features, n_classes, n_features):
     # as given, so results match computations on the stored features.
     off = np.abs(norms - 1.0) > 1e-3
     return np.where(off, text_features / norms, text_features)
+
+#: Parameters of every estimator trained with skorch.
+TRAINING_PARAMETER_CONSTRAINTS = {
+    "class_weight": [dict, StrOptions({"balanced"}), None],
+    "solver": [StrOptions({"lbfgs", "adamw"})],
+    "alpha": [Interval(Real, 0, None, closed="left")],
+    "lr": [Interval(Real, 0, None, closed="neither"), None],
+    "max_epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"full"})],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "warm_start": ["boolean"],
+    "device": DEVICE_CONSTRAINT,
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}

@@ -24,8 +24,7 @@ from ._base import (
     decision_from_logits,
     encode_labels,
 )
-from ._clip import autocast, embedding_dim, load_clip, loading_device
-from ._heads import NetAsArraysMixin, PlainLogMixin, seeded_torch
+from ._clip import embedding_dim, load_clip
 from ._images import (
     checked_num_workers,
     ImageLoadError,
@@ -35,6 +34,8 @@ from ._images import (
     load_image,
     split_preprocess,
 )
+from ._torch_utils import autocast, loading_device, seeded_torch
+from ._training import HeadModule, NetAsArraysMixin, PlainLogMixin
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
 #: The text template of the visual prompting paper.
@@ -45,7 +46,7 @@ PAPER_TEMPLATE = "This is a photo of a {}"
 _MAX_AUTO_WARMUP = 1000
 
 
-class PromptModule(nn.Module):
+class PromptModule(HeadModule):
     """Holds the prompt and nothing else that is trainable.
 
     ``forward`` takes uint8 images at the model input size, applies CLIP's

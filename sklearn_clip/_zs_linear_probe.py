@@ -3,10 +3,11 @@
 import torch
 from torch import nn
 
-from ._text_heads import TextHeadClassifier
+from ._heads import TextHeadClassifier
+from ._training import HeadModule
 
 
-class ZSLinearProbeModule(nn.Module):
+class ZSLinearProbeModule(HeadModule):
     """``logits = scale * normalize(x) @ W^T + b`` with ``W`` starting at the
     class text embeddings; the penalty pulls ``W`` back towards them."""
 
@@ -135,7 +136,7 @@ n_iter_no_change, warm_start, device, random_state, verbose
         self.random_state = random_state
         self.verbose = verbose
 
-    def _build_module(self, n_features, n_classes):
+    def _build_module(self, n_features, n_classes, training_data):
         return ZSLinearProbeModule(self._text_tensor(), self.logit_scale_)
 
     @property

@@ -6,7 +6,7 @@ import torch
 
 import sklearn_clip
 from sklearn_clip import CLIPWeightsUnavailableError, load_clip, resolve_device
-from sklearn_clip._clip import autocast
+from sklearn_clip._torch_utils import autocast
 
 from .conftest import TINY
 

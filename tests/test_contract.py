@@ -24,7 +24,7 @@ from sklearn_clip import (
     load_clip,
     make_clip_pipeline,
 )
-from sklearn_clip._heads import TensorBatchIterator
+from sklearn_clip._training import TensorBatchIterator
 
 from .conftest import TINY
 
