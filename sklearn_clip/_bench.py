@@ -191,9 +191,6 @@ def run_benchmark(dataset, methods, shots, seeds, progress=True):
 
     Returns a list of records ``{method, shots, seed, accuracy, fit_seconds}``.
     """
-    # Few-shot sets have as many classes as samples at 1 shot; scikit-learn's
-    # LogisticRegression warns about that on every fit.
-    warnings.filterwarnings("ignore", message=".*could represent a regression")
     runs = [(n, s, m) for n in shots for s in range(seeds) for m in methods]
     records, once = [], {}
     for n_shots, seed, name in tqdm(
@@ -207,9 +204,13 @@ def run_benchmark(dataset, methods, shots, seeds, progress=True):
         else:
             train = few_shot_indices(dataset["y_train"], n_shots, random_state=seed)
             estimator = method.build(dataset["text_features"])
-            start = time.perf_counter()
-            estimator.fit(dataset["X_train"][train], dataset["y_train"][train])
-            seconds = time.perf_counter() - start
+            with warnings.catch_warnings():
+                # Few-shot sets have as many classes as samples at 1 shot;
+                # scikit-learn's LogisticRegression warns about that on every fit.
+                warnings.filterwarnings("ignore", message=".*could represent a regression")
+                start = time.perf_counter()
+                estimator.fit(dataset["X_train"][train], dataset["y_train"][train])
+                seconds = time.perf_counter() - start
             accuracy = float(estimator.score(dataset["X_test"], dataset["y_test"]))
             once[name] = (accuracy, seconds)
         records.append(
@@ -227,7 +228,11 @@ def summarize(records, key):
             record[key]
         )
     return {
-        method: {n: (float(np.mean(v)), float(np.std(v))) for n, v in by_shot.items()}
+        # Sample standard deviation (ddof=1) over the draws; 0 for one draw.
+        method: {
+            n: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
+            for n, v in by_shot.items()
+        }
         for method, by_shot in table.items()
     }
 

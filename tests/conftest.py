@@ -34,11 +34,22 @@ def hashed_class_text(classes, n_features):
 
 def _require(path):
     if not path.exists():
-        pytest.skip(
+        message = (
             f"real data not found at {path}: these tests need the project's "
             "../shared/data folder beside the repository"
         )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message} (CI=true: a missing data folder fails the run)")
+        pytest.skip(message)
     return path
+
+
+def pytest_collection_modifyitems(items):
+    # needs_data: every test that reads ../shared/data (deselect with
+    # -m "not needs_data" on a machine without it).
+    for item in items:
+        if {"load_features", "photo_set"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_data)
 
 
 @pytest.fixture(scope="session")

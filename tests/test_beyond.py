@@ -1,14 +1,16 @@
 """Tip-Adapter, GDA, the zero-shot-anchored probe and FewShotSplit."""
 
-import subprocess
-import sys
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, validation_curve
+from sklearn.model_selection import (
+    GridSearchCV,
+    StratifiedKFold,
+    cross_val_score,
+    validation_curve,
+)
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -23,7 +25,7 @@ from sklearn_clip import (
 )
 from sklearn_clip._gda import AUTO_WEIGHTS, FALLBACK_WEIGHTS
 
-from .conftest import TINY
+from .conftest import TINY, assert_same_outputs_in_fresh_process
 
 
 @pytest.fixture(scope="module")
@@ -120,19 +122,10 @@ def test_tip_adapter_pickles_small_and_predicts_identically(cars, tmp_path):
     shots, X_test, _, text = cars
     X, y = shots(2)
     tip = TipAdapterClassifier(text_features=text, device="cpu").fit(X, y)
-    path = tmp_path / "tip.joblib"
-    joblib.dump(tip, path)
-    np.save(tmp_path / "X.npy", X_test[:20])
-    np.save(tmp_path / "expected.npy", tip.predict(X_test[:20]))
-    # Keys (392 x 512 float32), text rows, skorch state: a few MB, never CLIP.
-    assert path.stat().st_size < 4_000_000
-    code = (
-        "import joblib, numpy as np, sys\n"
-        f"clf = joblib.load({str(path)!r})\n"
-        f"X = np.load({str(tmp_path / 'X.npy')!r})\n"
-        f"assert (clf.predict(X) == np.load({str(tmp_path / 'expected.npy')!r})).all()\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    sizes = assert_same_outputs_in_fresh_process([(tip, X_test[:20], "predict")], tmp_path)
+    # Keys (392 x 512 float32) and text rows (twice: parameter and fitted):
+    # about 1.6 MB, never CLIP.
+    assert sizes[0] < 2_000_000
 
 
 # -- GDA ------------------------------------------------------------------------------
@@ -281,9 +274,13 @@ def test_few_shot_split_names_classes_too_small_to_validate():
 def test_grid_search_with_few_shot_split_on_real_features(cars):
     shots, X_test, y_test, _ = cars
     X, y = shots(4)
-    search = GridSearchCV(GDAClassifier(), {"shrinkage": [0.05, 0.4, 0.9]},
-                          cv=FewShotSplit(n_shots=2, n_splits=2, random_state=0))
+    candidates = [0.05, 0.4, 0.9]
+    split = FewShotSplit(n_shots=2, n_splits=2, random_state=0)
+    search = GridSearchCV(GDAClassifier(), {"shrinkage": candidates}, cv=split)
     search.fit(X, y)
-    assert search.best_params_["shrinkage"] in (0.05, 0.4, 0.9)
-    assert search.cv_results_["mean_test_score"].std() > 0
+    by_hand = [cross_val_score(GDAClassifier(shrinkage=s), X, y, cv=split).mean()
+               for s in candidates]
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"], by_hand)
+    assert search.best_params_["shrinkage"] == candidates[int(np.argmax(by_hand))]
+    assert np.std(by_hand) > 0
     assert search.score(X_test, y_test) > 0.4

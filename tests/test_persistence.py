@@ -23,7 +23,10 @@ from .conftest import TINY, assert_same_outputs_in_fresh_process
 
 skops_io = pytest.importorskip("skops.io")
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn_clip.CLIPModelMismatchWarning")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::sklearn_clip.CLIPModelMismatchWarning"),
+]
 
 
 @pytest.fixture(scope="module")

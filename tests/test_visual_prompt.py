@@ -1,15 +1,12 @@
 """VisualPromptClassifier on real photos with the tiny random-weight CLIP."""
 
-import subprocess
-import sys
 
-import joblib
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from sklearn.exceptions import NotFittedError
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 
 from sklearn_clip import (
@@ -21,7 +18,7 @@ from sklearn_clip import (
 )
 from sklearn_clip._visual_prompt import PAPER_TEMPLATE, WarmupCosine
 
-from .conftest import TINY
+from .conftest import TINY, assert_same_outputs_in_fresh_process
 
 SIZE = 8  # prompt width on the tiny model's 64 x 64 inputs
 
@@ -118,18 +115,8 @@ def test_cached_and_redecoded_training_give_the_same_prompt(ants_bees):
 def test_pickle_round_trip_in_a_fresh_process(fitted_padding, ants_bees, tmp_path):
     clf, _ = fitted_padding
     _, _, val = ants_bees
-    path = tmp_path / "vp.joblib"
-    joblib.dump(clf, path)
-    assert path.stat().st_size < 1_000_000
-    expected = clf.predict_proba(val)
-    np.save(tmp_path / "expected.npy", expected)
-    code = (
-        "import joblib, numpy as np, sys\n"
-        f"clf = joblib.load({str(path)!r})\n"
-        f"val = {val!r}\n"
-        f"np.testing.assert_allclose(clf.predict_proba(val), np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-6)\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    sizes = assert_same_outputs_in_fresh_process([(clf, val, "predict_proba")], tmp_path)
+    assert sizes[0] < 1_000_000
 
 
 def test_new_class_names_keep_the_prompt(fitted_padding, ants_bees):
@@ -145,9 +132,15 @@ def test_new_class_names_keep_the_prompt(fitted_padding, ants_bees):
 def test_grid_search_over_prompt_size_in_a_pipeline(ants_bees):
     paths, labels, _ = ants_bees
     pipe = Pipeline([("prompt", make(max_epochs=2))])
-    search = GridSearchCV(pipe, {"prompt__prompt_size": [4, 8]}, cv=2).fit(paths, labels)
-    assert search.best_params_["prompt__prompt_size"] in (4, 8)
-    assert len(search.cv_results_["mean_test_score"]) == 2
+    sizes = [4, 8]
+    search = GridSearchCV(pipe, {"prompt__prompt_size": sizes}, cv=2).fit(paths, labels)
+    by_hand = [
+        cross_val_score(Pipeline([("prompt", make(max_epochs=2, prompt_size=size))]),
+                        paths, labels, cv=2).mean()
+        for size in sizes
+    ]
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"], by_hand)
+    assert search.best_params_["prompt__prompt_size"] == sizes[int(np.argmax(by_hand))]
     assert search.best_estimator_[-1].prompt_size == search.best_params_["prompt__prompt_size"]
 
 

@@ -43,6 +43,7 @@ HEADS = {
 }
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::sklearn_clip.CLIPModelMismatchWarning"),
     pytest.mark.filterwarnings("ignore:The least populated class:UserWarning"),
 ]

@@ -1,8 +1,5 @@
 import pickle
-import subprocess
-import sys
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -10,14 +7,19 @@ from sklearn.exceptions import NotFittedError
 
 from sklearn_clip import ZeroShotClassifier, encode_class_names
 
-from .conftest import TINY
+from .conftest import TINY, assert_same_outputs_in_fresh_process
 
 
 def test_reproduces_published_zero_shot_accuracy_on_stanford_cars(load_features):
     data = load_features("stanford_cars")
     clf = ZeroShotClassifier(text_features=data["text_features"])
     clf.fit(data["X_test"], data["y_test"])
-    assert round(100 * clf.score(data["X_test"], data["y_test"]), 2) == 58.96
+    X, text = data["X_test"], data["text_features"]
+    cosine = (X / np.linalg.norm(X, axis=1, keepdims=True)) @ text.T
+    expected = np.mean(cosine.argmax(axis=1) == data["y_test"])
+    assert clf.score(data["X_test"], data["y_test"]) == expected
+    # The data set's README gives 58.96 %; other BLAS builds may move ties.
+    assert abs(100 * expected - 58.96) < 0.5
 
 
 def _tiny_data(names, n_per_class=3, seed=0):
@@ -92,20 +94,9 @@ def test_with_classes_predicts_over_new_names():
 def test_clone_is_cheap_and_pickle_is_small_and_portable(tmp_path):
     X, y = _tiny_data(["ant", "bee", "wasp"])
     clf = ZeroShotClassifier(**TINY).fit(X, y)
-    assert clone(clf).get_params() == clf.get_params()
-    path = tmp_path / "zs.joblib"
-    joblib.dump(clf, path)
-    assert path.stat().st_size < 4096  # 3 x 64 floats, not CLIP weights
-    np.save(tmp_path / "X.npy", X)
-    code = (
-        "import joblib, numpy as np, sys\n"
-        f"clf = joblib.load(r'{path}')\n"
-        f"X = np.load(r'{tmp_path / 'X.npy'}')\n"
-        "sys.stdout.write(' '.join(clf.predict(X)) + '\\n')\n"
-        "np.save(sys.argv[1], clf.predict_proba(X))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.npy")],
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.split() == list(clf.predict(X))
-    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), clf.predict_proba(X))
+    copy = clone(clf)
+    assert copy.get_params() == clf.get_params() and not hasattr(copy, "classes_")
+    sizes = assert_same_outputs_in_fresh_process(
+        [(clf, X, "predict"), (clf, X, "predict_proba")], tmp_path)
+    assert max(sizes) < 4096  # 3 x 64 floats, not CLIP weights
     assert "torch" not in str(pickle.dumps(clf))
