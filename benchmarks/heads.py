@@ -8,7 +8,8 @@ and score both on the test split. Nothing is selected on the test split.
 
     python benchmarks/heads.py                 # 3 seeds, ~20 min on 2 CPU cores
     python benchmarks/heads.py --seeds 1       # quick mode
-    python benchmarks/heads.py --shots 16 --seeds 1 --seed-code   # + the plain skorch loop
+    python benchmarks/heads.py --shots 16 --seeds 1 --seed-code   # + plain skorch
+    python benchmarks/heads.py --threads       # 1 vs 2 torch threads, idle and loaded
 
 ``--seed-code`` adds a third side: the seed recipe as a plain skorch
 ``NeuralNetClassifier`` runs it (DataLoader batches, unfused AdamW), the
@@ -39,11 +40,11 @@ from sklearn_clip import (
     ZeroShotClassifier,
     few_shot_indices,
 )
-from sklearn_clip._base import DEFAULT_LOGIT_SCALE
-from sklearn_clip._linear_probe import LinearProbeModule
 from sklearn_clip._attention_probe import AttentionProbeModule
-from sklearn_clip._clip_adapter import CLIPAdapterModule
+from sklearn_clip._base import DEFAULT_LOGIT_SCALE
 from sklearn_clip._bench import load_features
+from sklearn_clip._clip_adapter import CLIPAdapterModule
+from sklearn_clip._linear_probe import LinearProbeModule
 
 DEFAULT_FEATURES = (
     Path(__file__).resolve().parents[2]
@@ -72,12 +73,18 @@ HEADS = {
 # name -> module factory(seed-recipe params, class text tensor), for --seed-code
 SEED_CODE_MODULES = {
     "linear probe": lambda p, text: LinearProbeModule(
-        text.shape[1], text.shape[0], p["batch_norm"]),
+        text.shape[1], text.shape[0], p["batch_norm"]
+    ),
     "attention probe": lambda p, text: AttentionProbeModule(
-        text, p["ratio"], p["pre_bn"], p["post_bn"]),
+        text, p["ratio"], p["pre_bn"], p["post_bn"]
+    ),
     "CLIP-Adapter": lambda p, text: CLIPAdapterModule(
-        text, p["ratio"], CLIPAdapterClassifier().reduction, p["batch_norm"],
-        DEFAULT_LOGIT_SCALE),
+        text,
+        p["ratio"],
+        CLIPAdapterClassifier().reduction,
+        p["batch_norm"],
+        DEFAULT_LOGIT_SCALE,
+    ),
 }
 
 
@@ -88,10 +95,15 @@ def build_seed_code(head, text, seed):
     torch.manual_seed(seed)
     return NeuralNetClassifier(
         SEED_CODE_MODULES[head](recipe, text),
-        criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.AdamW,
-        lr=recipe["lr"], batch_size=recipe["batch_size"],
-        max_epochs=recipe["max_epochs"], train_split=None,
-        iterator_train__shuffle=True, device="cpu", verbose=0,
+        criterion=torch.nn.CrossEntropyLoss,
+        optimizer=torch.optim.AdamW,
+        lr=recipe["lr"],
+        batch_size=recipe["batch_size"],
+        max_epochs=recipe["max_epochs"],
+        train_split=None,
+        iterator_train__shuffle=True,
+        device="cpu",
+        verbose=0,
     )
 
 
@@ -110,7 +122,8 @@ def build(head, variant, text, seed):
 def fit_score(make_estimator, X, y, X_test, y_test, repeats=1):
     """Fit ``repeats`` times (the same seeded model each time) and return the
     test accuracy and the median fit time: a fit of a second or less on a
-    shared virtual machine varies by +-25 % from run to run."""
+    shared virtual machine varies by +-25 % from run to run.
+    """
     times = []
     for _ in range(repeats):
         estimator = make_estimator()
@@ -137,16 +150,30 @@ def run(data, heads, shots, seeds, out, variants=("defaults", "seed recipe")):
         X, y = data["X_train"][rows], data["y_train"][rows]
         for variant in variants:
             accuracy, seconds = fit_score(
-                lambda: build(head, variant, data["text_features"], seed), X, y,
-                data["X_test"], data["y_test"],
+                lambda head=head, variant=variant, seed=seed: build(
+                    head, variant, data["text_features"], seed
+                ),
+                X,
+                y,
+                data["X_test"],
+                data["y_test"],
                 # The seed recipe runs for minutes; its timing noise averages out.
                 repeats=3 if variant == "defaults" else 1,
             )
-            records.append(dict(head=head, variant=variant, shots=n_shots, seed=seed,
-                                accuracy=accuracy, fit_seconds=seconds))
+            records.append(
+                dict(
+                    head=head,
+                    variant=variant,
+                    shots=n_shots,
+                    seed=seed,
+                    accuracy=accuracy,
+                    fit_seconds=seconds,
+                )
+            )
         # Written after every job: an interrupted run keeps what it measured.
-        (out / "heads.json").write_text(json.dumps(
-            {"machine": machine(), "records": records}, indent=1))
+        (out / "heads.json").write_text(
+            json.dumps({"machine": machine(), "records": records}, indent=1)
+        )
     return records
 
 
@@ -154,7 +181,9 @@ def by_head_and_shots(records):
     """``{(head, shots): {variant: [records]}}`` in the order measured."""
     table = {}
     for r in records:
-        table.setdefault((r["head"], r["shots"]), {}).setdefault(r["variant"], []).append(r)
+        table.setdefault((r["head"], r["shots"]), {}).setdefault(
+            r["variant"], []
+        ).append(r)
     return table
 
 
@@ -168,12 +197,15 @@ def summarize(records):
     for (head, n_shots), variants in table.items():
         if len(variants) < 2:
             continue
-        acc = {v: 100 * np.array([r["accuracy"] for r in rs]) for v, rs in variants.items()}
+        acc = {
+            v: 100 * np.array([r["accuracy"] for r in rs]) for v, rs in variants.items()
+        }
         sec = {v: np.mean([r["fit_seconds"] for r in rs]) for v, rs in variants.items()}
         ours, seed = acc["defaults"], acc["seed recipe"]
         lines.append(
             f"| {head} | {n_shots} | {ours.mean():.2f} ± {ours.std():.2f} | "
-            f"{seed.mean():.2f} ± {seed.std():.2f} | {ours.mean() - seed.mean():+.2f} | "
+            f"{seed.mean():.2f} ± {seed.std():.2f} | "
+            f"{ours.mean() - seed.mean():+.2f} | "
             f"{sec['defaults']:.2f} | {sec['seed recipe']:.1f} | "
             f"{sec['seed recipe'] / sec['defaults']:.0f}x |"
         )
@@ -212,8 +244,10 @@ def plot(records, zero_shot, path):
         for variant, style in (("defaults", "-o"), ("seed recipe", "--s")):
             rs = [r for r in records if r["head"] == head and r["variant"] == variant]
             shots = sorted({r["shots"] for r in rs})
-            means = [100 * np.mean([r["accuracy"] for r in rs if r["shots"] == n])
-                     for n in shots]
+            means = [
+                100 * np.mean([r["accuracy"] for r in rs if r["shots"] == n])
+                for n in shots
+            ]
             ax.plot(shots, means, style, color=f"C{i}", label=f"{head} ({variant})")
     if zero_shot is not None:
         ax.axhline(100 * zero_shot, color="gray", linestyle=":", label="zero-shot")
@@ -236,7 +270,8 @@ def thread_table(data, shots=8, repeats=3):
     """Fit time of each head's defaults with 1 and with 2 torch threads, on an
     idle machine and with one busy process per core (another job, a joblib
     worker, ...). The estimators leave torch's thread count to the process
-    (``torch.set_num_threads`` or ``threadpoolctl.threadpool_limits``)."""
+    (``torch.set_num_threads`` or ``threadpoolctl.threadpool_limits``).
+    """
     import multiprocessing
 
     from threadpoolctl import threadpool_limits
@@ -248,8 +283,10 @@ def thread_table(data, shots=8, repeats=3):
         hogs = []
         if load == "loaded":
             context = multiprocessing.get_context("spawn")
-            hogs = [context.Process(target=_busy_loop, args=(600,), daemon=True)
-                    for _ in range(os.cpu_count() or 1)]
+            hogs = [
+                context.Process(target=_busy_loop, args=(600,), daemon=True)
+                for _ in range(os.cpu_count() or 1)
+            ]
             for hog in hogs:
                 hog.start()
             time.sleep(1.0)
@@ -264,17 +301,24 @@ def thread_table(data, shots=8, repeats=3):
                             start = time.perf_counter()
                             cls(**kwargs).fit(X, y)
                         times.setdefault((load, name, threads), []).append(
-                            time.perf_counter() - start)
+                            time.perf_counter() - start
+                        )
         finally:
             for hog in hogs:
                 hog.terminate()
-    lines = [f"\nFit time (s, median of {repeats}) at {shots} shots, {machine()}; "
-             "loaded = one busy process per core\n",
-             "| head | idle, 1 thread | idle, 2 threads | loaded, 1 thread | "
-             "loaded, 2 threads |", "|---|---|---|---|---|"]
+    lines = [
+        f"\nFit time (s, median of {repeats}) at {shots} shots, {machine()}; "
+        "loaded = one busy process per core\n",
+        "| head | idle, 1 thread | idle, 2 threads | loaded, 1 thread | "
+        "loaded, 2 threads |",
+        "|---|---|---|---|---|",
+    ]
     for name in HEADS:
-        cells = [f"{np.median(times[load, name, threads]):.2f}"
-                 for load in ("idle", "loaded") for threads in (1, 2)]
+        cells = [
+            f"{np.median(times[load, name, threads]):.2f}"
+            for load in ("idle", "loaded")
+            for threads in (1, 2)
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -286,14 +330,21 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--heads", nargs="+", choices=list(HEADS), default=list(HEADS))
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
-    parser.add_argument("--seed-code", action="store_true",
-                        help="also time the seed recipe as a plain skorch net runs it")
-    parser.add_argument("--threads", action="store_true",
-                        help="only the fit-time table with 1 and 2 torch threads, "
-                        "idle and loaded")
+    parser.add_argument(
+        "--seed-code",
+        action="store_true",
+        help="also time the seed recipe as a plain skorch net runs it",
+    )
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="only the fit-time table with 1 and 2 torch threads, idle and loaded",
+    )
     args = parser.parse_args(argv)
     if not args.features.exists():
-        parser.error(f"{args.features} not found (the real features live in ../shared/data)")
+        parser.error(
+            f"{args.features} not found (the real features live in ../shared/data)"
+        )
     warnings.simplefilter("ignore", UserWarning)
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_features(args.features)
@@ -302,8 +353,11 @@ def main(argv=None):
         return
     zero_shot = None
     if data["text_features"] is not None:
-        zero_shot = ZeroShotClassifier(text_features=data["text_features"]).fit(
-            data["X_train"], data["y_train"]).score(data["X_test"], data["y_test"])
+        zero_shot = (
+            ZeroShotClassifier(text_features=data["text_features"])
+            .fit(data["X_train"], data["y_train"])
+            .score(data["X_test"], data["y_test"])
+        )
     variants = ("defaults", "seed recipe") + (("seed code",) if args.seed_code else ())
     records = run(data, args.heads, args.shots, args.seeds, args.out, variants)
     print(f"\n{data['name']}, {args.seeds} seed(s), machine: {machine()}")

@@ -48,63 +48,93 @@ GRIDS = {
     "GDA + zero-shot discriminant_weight": (
         "pool",
         lambda text: GDAClassifier(discriminant_weight="auto", text_features=text),
-        "discriminant_weight", [0.06, 0.25, 1.0, 2.0, 4.0, "auto"], (1, 2, 4, 8, 12),
+        "discriminant_weight",
+        [0.06, 0.25, 1.0, 2.0, 4.0, "auto"],
+        (1, 2, 4, 8, 12),
     ),
     "ZS linear probe alpha": (
         "pool",
-        lambda text: ZSLinearProbeClassifier(text_features=text, device="cpu",
-                                             random_state=0),
-        "alpha", [0.003, 0.01, 0.03], (1, 4, 8, 12),
+        lambda text: ZSLinearProbeClassifier(
+            text_features=text, device="cpu", random_state=0
+        ),
+        "alpha",
+        [0.003, 0.01, 0.03],
+        (1, 4, 8, 12),
     ),
     "attention probe lr": (
         "pool",
-        lambda text: AttentionProbeClassifier(text_features=text, device="cpu",
-                                              random_state=0),
-        "lr", [3e-3, 6e-3, 1.2e-2], (1, 4, 8, 12),
+        lambda text: AttentionProbeClassifier(
+            text_features=text, device="cpu", random_state=0
+        ),
+        "lr",
+        [3e-3, 6e-3, 1.2e-2],
+        (1, 4, 8, 12),
     ),
     "CLIP-Adapter max_epochs": (
         "pool",
-        lambda text: CLIPAdapterClassifier(text_features=text, device="cpu",
-                                           random_state=0),
-        "max_epochs", [15, 30, 60], (1, 4, 8, 12),
+        lambda text: CLIPAdapterClassifier(
+            text_features=text, device="cpu", random_state=0
+        ),
+        "max_epochs",
+        [15, 30, 60],
+        (1, 4, 8, 12),
     ),
     "CLIP-Adapter batch_size, lr, max_epochs": (
         "pool",
-        lambda text: CLIPAdapterClassifier(text_features=text, device="cpu",
-                                           random_state=0),
+        lambda text: CLIPAdapterClassifier(
+            text_features=text, device="cpu", random_state=0
+        ),
         ("batch_size", "lr", "max_epochs"),
         # The default, then schedules cheaper at 16 shots: half the epochs,
         # or larger batches (faster epochs), or smaller batches with fewer epochs.
-        [(128, 1e-3, 30), (128, 2e-3, 15), (256, 1.5e-3, 30), (512, 3e-3, 30),
-         (64, 1e-3, 15), (32, 1e-3, 8)],
+        [
+            (128, 1e-3, 30),
+            (128, 2e-3, 15),
+            (256, 1.5e-3, 30),
+            (512, 3e-3, 30),
+            (64, 1e-3, 15),
+            (32, 1e-3, 8),
+        ],
         (1, 2, 8, 12),
     ),
     "CLIP-Adapter batch_norm": (
         "pool",
-        lambda text: CLIPAdapterClassifier(text_features=text, device="cpu",
-                                           random_state=0),
-        "batch_norm", [False, True], (1, 2, 4, 8, 12),
+        lambda text: CLIPAdapterClassifier(
+            text_features=text, device="cpu", random_state=0
+        ),
+        "batch_norm",
+        [False, True],
+        (1, 2, 4, 8, 12),
     ),
     "linear probe max_epochs": (
         "pool",
         lambda text: LinearProbeClassifier(device="cpu", random_state=0),
-        "max_epochs", [1, 2, 3, 6], (1, 4, 8, 12),
+        "max_epochs",
+        [1, 2, 3, 6],
+        (1, 4, 8, 12),
     ),
     "Tip-Adapter cache_weight": (
         "pool",
         lambda text: TipAdapterClassifier(text_features=text, device="cpu"),
-        "cache_weight", [1.0, 2.0, 4.0], (1, 2, 4, 8, 12),
+        "cache_weight",
+        [1.0, 2.0, 4.0],
+        (1, 2, 4, 8, 12),
     ),
     "Tip-Adapter-F cache_weight": (
         "pool",
-        lambda text: TipAdapterClassifier(fine_tune=True, text_features=text,
-                                          device="cpu", random_state=0),
-        "cache_weight", [1.0, 2.0, 4.0], (1, 4, 8, 12),
+        lambda text: TipAdapterClassifier(
+            fine_tune=True, text_features=text, device="cpu", random_state=0
+        ),
+        "cache_weight",
+        [1.0, 2.0, 4.0],
+        (1, 4, 8, 12),
     ),
     "GDA shrinkage": (
         "val",
         lambda text: GDAClassifier(),
-        "shrinkage", [0.1, 0.2, 0.4, 0.6], (16,),
+        "shrinkage",
+        [0.1, 0.2, 0.4, 0.6],
+        (16,),
     ),
 }
 VAL_SETS = ("caltech101", "oxford_pets", "oxford_flowers")
@@ -127,7 +157,11 @@ def pool_curve(make, param, candidates, shots, seeds):
     estimator = make(data["text_features"])
     return {
         f"{n_shots} shots": held_out_scores(
-            estimator, X, y, param, candidates,
+            estimator,
+            X,
+            y,
+            param,
+            candidates,
             cv=FewShotSplit(n_shots, n_splits=seeds, random_state=0),
         )
         for n_shots in shots
@@ -167,11 +201,17 @@ def markdown(name, default, candidates, rows):
         f"{' *' if value == default else ''}"
         for value in candidates
     ]
-    lines = [f"### {name}", "", "| held-out | " + " | ".join(header) + " |",
-             "|---" * (len(candidates) + 1) + "|"]
+    lines = [
+        f"### {name}",
+        "",
+        "| held-out | " + " | ".join(header) + " |",
+        "|---" * (len(candidates) + 1) + "|",
+    ]
     for label, scores in rows.items():
         best = scores.max()
-        cells = [f"**{100 * s:.2f}**" if s == best else f"{100 * s:.2f}" for s in scores]
+        cells = [
+            f"**{100 * s:.2f}**" if s == best else f"{100 * s:.2f}" for s in scores
+        ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -179,7 +219,9 @@ def markdown(name, default, candidates, rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grids", nargs="+", choices=list(GRIDS), default=list(GRIDS))
-    parser.add_argument("--seeds", type=int, default=3, help="few-shot draws per shot count")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="few-shot draws per shot count"
+    )
     args = parser.parse_args(argv)
     if not FEATURES.is_dir():
         raise SystemExit(f"needs the features in {FEATURES} (see ../shared/data)")

@@ -30,7 +30,8 @@ IMAGES = Path(__file__).resolve().parents[2] / "shared/data/images"
 def machine(device):
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 def load_set(name, max_images):
@@ -66,9 +67,16 @@ def run(args):
     results = []
     for cache in (True, False):
         clf = VisualPromptClassifier(
-            args.model, pretrained, prompt_size=args.prompt_size, max_epochs=args.epochs,
-            batch_size=args.batch_size, cache_images=cache, num_workers=args.num_workers,
-            device=device, random_state=0, verbose=0,
+            args.model,
+            pretrained,
+            prompt_size=args.prompt_size,
+            max_epochs=args.epochs,
+            batch_size=args.batch_size,
+            cache_images=cache,
+            num_workers=args.num_workers,
+            device=device,
+            random_state=0,
+            verbose=0,
         )
         sync(device)
         start = time.perf_counter()
@@ -84,49 +92,79 @@ def run(args):
         clf.predict(test_paths)
         sync(device)
         predict_s = time.perf_counter() - start
-        results.append(dict(
-            cache_images=cache,
-            epoch_s=per_epoch,
-            train_images_per_s=len(paths) / per_epoch,
-            one_off_s=total - float(epochs.sum()),
-            predict_images_per_s=len(test_paths) / predict_s,
-            final_loss=float(clf.net_.history[-1, "train_loss"]),
-        ))
+        results.append(
+            dict(
+                cache_images=cache,
+                epoch_s=per_epoch,
+                train_images_per_s=len(paths) / per_epoch,
+                one_off_s=total - float(epochs.sum()),
+                predict_images_per_s=len(test_paths) / predict_s,
+                final_loss=float(clf.net_.history[-1, "train_loss"]),
+            )
+        )
     cached, redecoded = results
     ratio = redecoded["epoch_s"] / cached["epoch_s"]
     where = machine(device)
-    print(f"\n## Visual prompt training: {args.model} (random weights), {args.set}, "
-          f"{len(paths)} training images, batch {args.batch_size}, {args.epochs} epochs, "
-          f"{where}\n")
-    print("| images | s / epoch | training images/s | one-off s (decode once) "
-          "| prediction images/s |")
+    print(
+        f"\n## Visual prompt training: {args.model} (random weights), {args.set}, "
+        f"{len(paths)} training images, batch {args.batch_size}, {args.epochs} epochs, "
+        f"{where}\n"
+    )
+    print(
+        "| images | s / epoch | training images/s | one-off s (decode once) "
+        "| prediction images/s |"
+    )
     print("|---|---|---|---|---|")
     for row in results:
-        name = "decoded once (cache)" if row["cache_images"] else "re-decoded every epoch"
-        print(f"| {name} | {row['epoch_s']:.3f} | {row['train_images_per_s']:.1f} "
-              f"| {row['one_off_s']:.2f} | {row['predict_images_per_s']:.1f} |")
+        name = (
+            "decoded once (cache)" if row["cache_images"] else "re-decoded every epoch"
+        )
+        print(
+            f"| {name} | {row['epoch_s']:.3f} | {row['train_images_per_s']:.1f} "
+            f"| {row['one_off_s']:.2f} | {row['predict_images_per_s']:.1f} |"
+        )
     print(f"\nRe-decoding costs {ratio:.2f}x the cached epoch time.")
     if abs(cached["final_loss"] - redecoded["final_loss"]) > 1e-3:
-        print("WARNING: the two runs trained different prompts "
-              f"(final loss {cached['final_loss']:.4f} vs {redecoded['final_loss']:.4f})")
+        print(
+            "WARNING: the two runs trained different prompts "
+            f"(final loss {cached['final_loss']:.4f} vs {redecoded['final_loss']:.4f})"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "visual_prompt.json", "w") as handle:
-        json.dump(dict(vars(args), out=str(args.out), machine=where,
-                       n_train=len(paths), n_test=len(test_paths),
-                       redecode_over_cache=ratio, results=results), handle, indent=2)
+        json.dump(
+            dict(
+                vars(args),
+                out=str(args.out),
+                machine=where,
+                n_train=len(paths),
+                n_test=len(test_paths),
+                redecode_over_cache=ratio,
+                results=results,
+            ),
+            handle,
+            indent=2,
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=TINY_MODEL)
-    parser.add_argument("--set", default="hymenoptera", choices=["hymenoptera", "cifar10"])
+    parser.add_argument(
+        "--set", default="hymenoptera", choices=["hymenoptera", "cifar10"]
+    )
     parser.add_argument("--max-images", type=int, default=240)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--prompt-size", type=int, default=None,
-                        help="default: 30 on 224-pixel inputs, 8 on the tiny model")
+    parser.add_argument(
+        "--prompt-size",
+        type=int,
+        default=None,
+        help="default: 30 on 224-pixel inputs, 8 on the tiny model",
+    )
     parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     args = parser.parse_args()
     if args.prompt_size is None:

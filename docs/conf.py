@@ -21,9 +21,15 @@ extensions = [
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py",
-                    "auto_examples/*.zip", "auto_examples/*.json",
-                    "auto_examples/*.md5", "sg_execution_times.rst"]
+exclude_patterns = [
+    "_build",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    "auto_examples/*.zip",
+    "auto_examples/*.json",
+    "auto_examples/*.md5",
+    "sg_execution_times.rst",
+]
 autosummary_generate = True
 autodoc_default_options = {"members": True}
 numpydoc_show_class_members = False
@@ -41,7 +47,9 @@ html_theme_options = {
 }
 
 # Examples read ../shared/data (real CLIP features and photos) when present.
-os.environ.setdefault("SKLEARN_CLIP_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+os.environ.setdefault(
+    "SKLEARN_CLIP_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore", message="pretrained=None")
 warnings.filterwarnings("ignore", category=UserWarning, message=".*Matplotlib.*")

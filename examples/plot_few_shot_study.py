@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-
 # The project's real data (``shared/data`` beside the repository); the docs
 # build sets SKLEARN_CLIP_DATA.
-SHARED_DATA = Path(os.environ.get("SKLEARN_CLIP_DATA")
-                   or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED_DATA = Path(
+    os.environ.get("SKLEARN_CLIP_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 if not SHARED_DATA.is_dir():
     raise SystemExit("This example needs the real features in ../shared/data.")
 
@@ -60,12 +61,17 @@ from sklearn_clip import (
 methods = {
     "zero-shot": lambda: ZeroShotClassifier(text_features=text),
     "StandardScaler + LR": lambda: make_pipeline(
-        StandardScaler(), LogisticRegression(max_iter=300)),
+        StandardScaler(), LogisticRegression(max_iter=300)
+    ),
     "image + zero-shot logits (LR)": lambda: make_pipeline(
-        ZeroShotLogits(text_features=text, append=True), StandardScaler(),
-        LogisticRegression(max_iter=300)),
+        ZeroShotLogits(text_features=text, append=True),
+        StandardScaler(),
+        LogisticRegression(max_iter=300),
+    ),
     "linear probe (BN)": lambda: LinearProbeClassifier(random_state=0),
-    "attention probe": lambda: AttentionProbeClassifier(text_features=text, random_state=0),
+    "attention probe": lambda: AttentionProbeClassifier(
+        text_features=text, random_state=0
+    ),
     "CLIP-Adapter": lambda: CLIPAdapterClassifier(text_features=text, random_state=0),
 }
 shots = [1, 2, 4, 8, 16]

@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GridSearchCV
 
-
 # The project's real data (``shared/data`` beside the repository); the docs
 # build sets SKLEARN_CLIP_DATA.
-SHARED_DATA = Path(os.environ.get("SKLEARN_CLIP_DATA")
-                   or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED_DATA = Path(
+    os.environ.get("SKLEARN_CLIP_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 if not SHARED_DATA.is_dir():
     raise SystemExit("This example needs the real features in ../shared/data.")
 
@@ -57,7 +58,11 @@ X_train, y_train = sample_few_shot(X_pool, y_pool, n_shots=8, random_state=0)
 # 4, so candidates are compared with few shots, close to how they will be
 # used, instead of with the usual 80 % of the data.
 head = AttentionProbeClassifier(text_features=text, random_state=0)
-grid = {"ratio": [0.0, 0.2, 0.4, 0.6], "pre_bn": [True, False], "post_bn": [True, False]}
+grid = {
+    "ratio": [0.0, 0.2, 0.4, 0.6],
+    "pre_bn": [True, False],
+    "post_bn": [True, False],
+}
 search = GridSearchCV(head, grid, cv=FewShotSplit(4, n_splits=3, random_state=0))
 search.fit(X_train, y_train)
 print("best parameters:", search.best_params_)
@@ -67,7 +72,9 @@ print(f"best cross-validated accuracy: {search.best_score_:.3f}")
 # Score the chosen model once on the test split
 # ---------------------------------------------
 # ``refit=True`` (the default) refits the best candidate on all 8 shots.
-default = AttentionProbeClassifier(text_features=text, random_state=0).fit(X_train, y_train)
+default = AttentionProbeClassifier(text_features=text, random_state=0).fit(
+    X_train, y_train
+)
 print(f"test accuracy, selected hyperparameters: {search.score(X_test, y_test):.3f}")
 print(f"test accuracy, package defaults:         {default.score(X_test, y_test):.3f}")
 
@@ -81,14 +88,17 @@ fig, ax = plt.subplots(figsize=(6, 3.5))
 for pre_bn in (True, False):
     for post_bn in (True, False):
         rows = [
-            i for i, params in enumerate(results["params"])
+            i
+            for i, params in enumerate(results["params"])
             if params["pre_bn"] == pre_bn and params["post_bn"] == post_bn
         ]
         ax.errorbar(
             [results["params"][i]["ratio"] for i in rows],
             [results["mean_test_score"][i] for i in rows],
             yerr=[results["std_test_score"][i] for i in rows],
-            marker="o", capsize=3, label=f"pre BN {pre_bn}, post BN {post_bn}",
+            marker="o",
+            capsize=3,
+            label=f"pre BN {pre_bn}, post BN {post_bn}",
         )
 ax.set_xlabel("attention ratio")
 ax.set_ylabel("validation accuracy (few-shot splits)")

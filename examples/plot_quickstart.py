@@ -24,11 +24,12 @@ from pathlib import Path
 
 from sklearn_clip import load_image_folder
 
-
 # The project's real data (``shared/data`` beside the repository); the docs
 # build sets SKLEARN_CLIP_DATA.
-SHARED_DATA = Path(os.environ.get("SKLEARN_CLIP_DATA")
-                   or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED_DATA = Path(
+    os.environ.get("SKLEARN_CLIP_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 if not SHARED_DATA.is_dir():
     raise SystemExit("This example needs the photos in ../shared/data/images.")
 
@@ -36,8 +37,10 @@ if not SHARED_DATA.is_dir():
 root = SHARED_DATA / "images" / "hymenoptera"
 train_paths, train_labels = load_image_folder(root / "train")
 test_paths, test_labels = load_image_folder(root / "val")
-print(f"{len(train_paths)} training and {len(test_paths)} test images, "
-      f"classes {sorted(set(train_labels))}")
+print(
+    f"{len(train_paths)} training and {len(test_paths)} test images, "
+    f"classes {sorted(set(train_labels))}"
+)
 
 # %%
 # Embed once
@@ -75,7 +78,9 @@ classifiers = {
     "Tip-Adapter": TipAdapterClassifier(**text),
     "CLIP-Adapter": CLIPAdapterClassifier(**text, random_state=0),
     "GDA": GDAClassifier(),
-    "StandardScaler + LR": make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+    "StandardScaler + LR": make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=1000)
+    ),
 }
 for name, clf in classifiers.items():
     clf.fit(X_few, y_few)

@@ -23,11 +23,12 @@ import csv
 import os
 from pathlib import Path
 
-
 # The project's real data (``shared/data`` beside the repository); the docs
 # build sets SKLEARN_CLIP_DATA.
-SHARED_DATA = Path(os.environ.get("SKLEARN_CLIP_DATA")
-                   or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED_DATA = Path(
+    os.environ.get("SKLEARN_CLIP_DATA")
+    or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 if not SHARED_DATA.is_dir():
     raise SystemExit("This example needs the photos in ../shared/data/images.")
 
@@ -49,8 +50,15 @@ print(len(paths), "training photos")
 from sklearn_clip import VisualPromptClassifier
 
 clf = VisualPromptClassifier(
-    "sklearn-clip-tiny", pretrained=None, prompt="padding", prompt_size=8,
-    max_epochs=20, batch_size=64, device="cpu", random_state=0, verbose=0,
+    "sklearn-clip-tiny",
+    pretrained=None,
+    prompt="padding",
+    prompt_size=8,
+    max_epochs=20,
+    batch_size=64,
+    device="cpu",
+    random_state=0,
+    verbose=0,
 )
 clf.fit(paths, labels)
 losses = clf.net_.history[:, "train_loss"]

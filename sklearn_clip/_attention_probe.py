@@ -3,8 +3,8 @@
 import math
 from numbers import Real
 
-from sklearn.utils._param_validation import Interval
 import torch
+from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from ._base import warn_unused_parameters
@@ -14,7 +14,8 @@ from ._training import HeadModule, batch_norm_layer
 
 class AttentionProbeModule(HeadModule):
     """``x = BN1(img)``, ``t = BN2(text)``, ``a = softmax(x t^T / sqrt(C)) t``,
-    ``x = (1 - ratio) x + ratio a``, ``logits = Linear(BN3(x))``."""
+    ``x = (1 - ratio) x + ratio a``, ``logits = Linear(BN3(x))``.
+    """
 
     def __init__(self, text, ratio, pre_bn, post_bn):
         super().__init__()
@@ -23,7 +24,9 @@ class AttentionProbeModule(HeadModule):
         self.ratio = ratio
         self.image_norm = batch_norm_layer(n_features) if pre_bn else nn.Identity()
         self.text_norm = (
-            batch_norm_layer(n_features, sample_weighted=False) if pre_bn else nn.Identity()
+            batch_norm_layer(n_features, sample_weighted=False)
+            if pre_bn
+            else nn.Identity()
         )
         self.post_norm = batch_norm_layer(n_features) if post_bn else nn.Identity()
         self.linear = nn.Linear(n_features, n_classes)
@@ -171,8 +174,9 @@ n_iter_no_change, warm_start, device, random_state, verbose
 
     def _prepare_fit(self, X, y_encoded, sample_weight):
         warn_unused_parameters(
-            self, ["logit_scale"], "on the attention probe (its linear layer sets "
-            "the scale of the logits)",
+            self,
+            ["logit_scale"],
+            "on the attention probe (its linear layer sets the scale of the logits)",
         )
         super()._prepare_fit(X, y_encoded, sample_weight)
 

@@ -8,10 +8,14 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import InconsistentVersionWarning as _SklearnVersionWarning
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 from ._text import encode_class_names, logit_scale_of
 from ._validation import check_text_features
@@ -41,7 +45,8 @@ class InconsistentVersionWarning(_SklearnVersionWarning):
 
 class CLIPModelMismatchWarning(UserWarning):
     """The class text scores the training embeddings at chance level: the
-    embeddings and the text probably come from different CLIP models."""
+    embeddings and the text probably come from different CLIP models.
+    """
 
 
 class BaseCLIPEstimator(BaseEstimator):
@@ -90,17 +95,19 @@ class BaseCLIPEstimator(BaseEstimator):
 
 def warn_unused_parameters(estimator, names, reason):
     """Warn about parameters set away from their defaults that ``reason``
-    makes ineffective (a parameter a user set never goes silently unused)."""
+    makes ineffective (a parameter a user set never goes silently unused).
+    """
     defaults = inspect.signature(type(estimator).__init__).parameters
     unused = [
-        name for name in names
+        name
+        for name in names
         if _differs(getattr(estimator, name), defaults[name].default)
     ]
     if unused:
         warn(
             f"{type(estimator).__name__}: {', '.join(unused)} "
             f"{'has' if len(unused) == 1 else 'have'} no effect {reason}.",
-            UserWarning
+            UserWarning,
         )
 
 
@@ -139,10 +146,13 @@ def encode_labels(y):
 
 def _check_one_label_kind(y):
     """Refuse object arrays mixing strings and numbers, which cannot be sorted
-    (numpy and scikit-learn fail on them with unrelated messages)."""
+    (numpy and scikit-learn fail on them with unrelated messages).
+    """
     kinds = {
-        "str" if isinstance(v, str)
-        else "int" if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        "str"
+        if isinstance(v, str)
+        else "int"
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
         else type(v).__name__
         for v in y.ravel()
     }
@@ -160,28 +170,32 @@ def validate_embeddings(estimator, X, y="no_validation", *, reset):
     In ``fit`` pass ``y`` (None raises the standard "requires y" error); at
     prediction time leave it out.
     """
-    return validate_data(
-        estimator, X, y, dtype=[np.float32, np.float64], reset=reset
-    )
+    return validate_data(estimator, X, y, dtype=[np.float32, np.float64], reset=reset)
 
 
 def resolve_sample_weight(X, y, sample_weight, class_weight):
     """float64 per-sample weights from ``sample_weight`` times the weights of
     ``class_weight`` (None, ``"balanced"`` or a dict label -> weight), or
-    None when both are None (every weight 1: the unweighted path)."""
+    None when both are None (every weight 1: the unweighted path).
+    """
     if sample_weight is None and class_weight is None:
         return None
-    weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    weights = _check_sample_weight(
+        sample_weight, X, dtype=np.float64, ensure_non_negative=True
+    )
     if class_weight is not None:
         weights = weights * compute_sample_weight(class_weight, y)
     if not weights.sum() > 0:
-        raise ValueError("sample_weight (times class_weight) sums to zero: nothing to fit.")
+        raise ValueError(
+            "sample_weight (times class_weight) sums to zero: nothing to fit."
+        )
     return weights
 
 
 def decision_from_logits(logits):
     """scikit-learn's ``decision_function`` shape: for two classes, the score
-    of ``classes_[1]``; otherwise the logits."""
+    of ``classes_[1]``; otherwise the logits.
+    """
     if logits.shape[1] == 2:
         return logits[:, 1] - logits[:, 0]
     return logits
@@ -268,7 +282,12 @@ class TextClassesMixin:
     ``logit_scale``.
     """
 
-    _fitted_attributes = ("classes_", "n_features_in_", "text_features_", "logit_scale_")
+    _fitted_attributes = (
+        "classes_",
+        "n_features_in_",
+        "text_features_",
+        "logit_scale_",
+    )
 
     # False for heads with one learned output per training class: they use
     # the class text to train but cannot score classes they were not fit on.
@@ -329,7 +348,7 @@ class TextClassesMixin:
         return text, float(scale)
 
     def _fit_classes_and_text(self, X, y):
-        """``fit`` of the text-only estimators: validate, record classes, embed names."""
+        """``fit`` of the text-only estimators: check, record classes, embed names."""
         X, y = validate_embeddings(self, X, y, reset=True)
         self.classes_, y_encoded = encode_labels(y)
         self._fit_text(X, y_encoded)
@@ -341,7 +360,8 @@ class TextClassesMixin:
         """Embed the names of ``classes_`` and check them against ``X``."""
         if self.text_features is not None:
             warn_unused_parameters(
-                self, ["templates", "class_names", "precision"],
+                self,
+                ["templates", "class_names", "precision"],
                 "when text_features is given (no text is encoded)",
             )
         self.text_features_, self.logit_scale_ = self._class_text(
@@ -352,7 +372,8 @@ class TextClassesMixin:
     def _warn_if_text_mismatch(self, X, y_encoded):
         """Warn when the class text classifies the training embeddings no
         better than chance: X was then almost surely embedded by another CLIP
-        model than the text (same width, unrelated spaces)."""
+        model than the text (same width, unrelated spaces).
+        """
         n_classes = len(self.classes_)
         if len(y_encoded) < 2 * n_classes:
             return  # too few samples to tell
@@ -366,7 +387,8 @@ class TextClassesMixin:
         noise = 3 * np.sqrt(chance * (1 - chance) / len(y_encoded))
         if accuracy < min(2 * chance, chance + 0.25, chance + noise):
             source = (
-                "text_features" if self.text_features is not None
+                "text_features"
+                if self.text_features is not None
                 else f"model={self.model!r}, pretrained={self.pretrained!r}"
             )
             warn(
@@ -376,7 +398,7 @@ class TextClassesMixin:
                 f"model than the class text ({source}). Embed X with the same "
                 "model and weights, e.g. with make_clip_pipeline(head, model=..., "
                 "pretrained=...).",
-                CLIPModelMismatchWarning
+                CLIPModelMismatchWarning,
             )
 
     def _check_open_vocabulary(self):
@@ -429,4 +451,5 @@ class TextClassesMixin:
 
     def _on_classes_changed(self):
         """Hook for heads holding state derived from the class set; called on
-        the copy, whose ``classes_`` and ``text_features_`` are already new."""
+        the copy, whose ``classes_`` and ``text_features_`` are already new.
+        """

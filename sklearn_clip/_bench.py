@@ -7,13 +7,13 @@ is tuned on the test split: methods run with their defaults.
 """
 
 import csv
-import os
-import warnings
 import json
+import os
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -37,7 +37,8 @@ from ._zs_linear_probe import ZSLinearProbeClassifier
 @dataclass(frozen=True)
 class Method:
     """A benchmarked method: builds an unfitted estimator from the dataset's
-    text features (None for image-only sets)."""
+    text features (None for image-only sets).
+    """
 
     build: Callable
     needs_text: bool = False
@@ -67,7 +68,9 @@ METHODS = {
         needs_text=True,
     ),
     "Tip-Adapter": Method(
-        lambda text: TipAdapterClassifier(text_features=text), needs_text=True, seed=False
+        lambda text: TipAdapterClassifier(text_features=text),
+        needs_text=True,
+        seed=False,
     ),
     "Tip-Adapter-F": Method(
         lambda text: TipAdapterClassifier(
@@ -134,15 +137,25 @@ def _image_rows(source):
         rows = []
         for folder in ("train", held_out):
             paths, labels = load_image_folder(source / folder)
-            rows += [dict(path=p, label=l, split=splits[folder])
-                     for p, l in zip(paths, labels)]
+            rows += [
+                dict(path=p, label=label, split=splits[folder])
+                for p, label in zip(paths, labels)
+            ]
         return rows
     paths, labels = load_image_folder(source)
-    return [dict(path=p, label=l) for p, l in zip(paths, labels)]
+    return [dict(path=p, label=label) for p, label in zip(paths, labels)]
 
 
-def load_images(source, *, model, pretrained, device="auto", test_size=0.5,
-                random_state=0, progress=True):
+def load_images(
+    source,
+    *,
+    model,
+    pretrained,
+    device="auto",
+    test_size=0.5,
+    random_state=0,
+    progress=True,
+):
     """Featurize an image folder or a ``path,label`` CSV once into a dataset.
 
     The split comes from ``train/`` and ``test/`` (or ``val/``) sub-folders or
@@ -165,13 +178,16 @@ def load_images(source, *, model, pretrained, device="auto", test_size=0.5,
             raise ValueError(f"{source}: the split column needs train and test rows")
     else:
         train_idx, test_idx = train_test_split(
-            np.arange(len(rows)), test_size=test_size, stratify=labels,
+            np.arange(len(rows)),
+            test_size=test_size,
+            stratify=labels,
             random_state=random_state,
         )
         train = np.isin(np.arange(len(rows)), train_idx)
         test = ~train
-    featurizer = CLIPFeaturizer(model=model, pretrained=pretrained, device=device,
-                                progress=progress)
+    featurizer = CLIPFeaturizer(
+        model=model, pretrained=pretrained, device=device, progress=progress
+    )
     features = featurizer.transform(paths).astype(np.float32)
     names = {}
     for r in rows:
@@ -179,11 +195,20 @@ def load_images(source, *, model, pretrained, device="auto", test_size=0.5,
     classes = np.unique(labels)
     text = None
     if all(not str(names[c]).isdigit() for c in classes):
-        text = encode_class_names([names[c] for c in classes], model=model,
-                                  pretrained=pretrained, device=device).astype(np.float32)
-    return dict(X_train=features[train], y_train=labels[train],
-                X_test=features[test], y_test=labels[test],
-                text_features=text, name=Path(source).stem)
+        text = encode_class_names(
+            [names[c] for c in classes],
+            model=model,
+            pretrained=pretrained,
+            device=device,
+        ).astype(np.float32)
+    return dict(
+        X_train=features[train],
+        y_train=labels[train],
+        X_test=features[test],
+        y_test=labels[test],
+        text_features=text,
+        name=Path(source).stem,
+    )
 
 
 def run_benchmark(dataset, methods, shots, seeds, progress=True):
@@ -207,15 +232,22 @@ def run_benchmark(dataset, methods, shots, seeds, progress=True):
             with warnings.catch_warnings():
                 # Few-shot sets have as many classes as samples at 1 shot;
                 # scikit-learn's LogisticRegression warns about that on every fit.
-                warnings.filterwarnings("ignore", message=".*could represent a regression")
+                warnings.filterwarnings(
+                    "ignore", message=".*could represent a regression"
+                )
                 start = time.perf_counter()
                 estimator.fit(dataset["X_train"][train], dataset["y_train"][train])
                 seconds = time.perf_counter() - start
             accuracy = float(estimator.score(dataset["X_test"], dataset["y_test"]))
             once[name] = (accuracy, seconds)
         records.append(
-            dict(method=name, shots=n_shots, seed=seed, accuracy=accuracy,
-                 fit_seconds=seconds)
+            dict(
+                method=name,
+                shots=n_shots,
+                seed=seed,
+                accuracy=accuracy,
+                fit_seconds=seconds,
+            )
         )
     return records
 
@@ -248,7 +280,8 @@ def markdown_table(summary, shots, fmt):
 
 def plot_accuracy(summary, shots, title, path):
     """Accuracy against shots, one line per method: seed-study methods solid,
-    newer ones dashed, every method its own colour and marker."""
+    newer ones dashed, every method its own colour and marker.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -262,18 +295,25 @@ def plot_accuracy(summary, shots, title, path):
         means = np.array([by_shot[n][0] for n in xs]) * 100
         stds = np.array([by_shot[n][1] for n in xs]) * 100
         seed = METHODS[method].seed if method in METHODS else True
-        ax.errorbar(xs, means, yerr=stds, capsize=3, label=method,
-                    color=colours[(2 * i) % 20 + (i // 10) % 2],
-                    marker=markers[i % len(markers)],
-                    linestyle="-" if seed else "--")
+        ax.errorbar(
+            xs,
+            means,
+            yerr=stds,
+            capsize=3,
+            label=method,
+            color=colours[(2 * i) % 20 + (i // 10) % 2],
+            marker=markers[i % len(markers)],
+            linestyle="-" if seed else "--",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots, [str(n) for n in shots])
     ax.set_xlabel("training images per class (shots)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, title="solid: seed study, dashed: newer",
-              title_fontsize=7)
+    ax.legend(
+        fontsize=7, ncol=2, title="solid: seed study, dashed: newer", title_fontsize=7
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -285,17 +325,27 @@ def best_by_family(summary, shots):
     for n in shots:
         best = {}
         for family in (True, False):
-            candidates = [(by_shot[n][0], method) for method, by_shot in summary.items()
-                          if n in by_shot and METHODS[method].seed is family]
+            candidates = [
+                (by_shot[n][0], method)
+                for method, by_shot in summary.items()
+                if n in by_shot and METHODS[method].seed is family
+            ]
             best[family] = max(candidates) if candidates else None
         if best[True] and best[False]:
             (seed_acc, seed_name), (new_acc, new_name) = best[True], best[False]
-            lines.append(f"| {n} | {seed_name} {100 * seed_acc:.2f} | {new_name} "
-                         f"{100 * new_acc:.2f} | {100 * (new_acc - seed_acc):+.2f} |")
+            lines.append(
+                f"| {n} | {seed_name} {100 * seed_acc:.2f} | {new_name} "
+                f"{100 * new_acc:.2f} | {100 * (new_acc - seed_acc):+.2f} |"
+            )
     if not lines:
         return ""
-    return "\n".join(["| shots | best seed method | best newer method | gain |",
-                      "|---|---|---|---|", *lines])
+    return "\n".join(
+        [
+            "| shots | best seed method | best newer method | gain |",
+            "|---|---|---|---|",
+            *lines,
+        ]
+    )
 
 
 def run(args):
@@ -311,35 +361,51 @@ def run(args):
             with warnings.catch_warnings():
                 if pretrained is None:
                     warnings.simplefilter("ignore", UserWarning)
-                dataset = load_images(path, model=args.model, pretrained=pretrained,
-                                      device=args.device, test_size=args.test_size,
-                                      progress=progress)
+                dataset = load_images(
+                    path,
+                    model=args.model,
+                    pretrained=pretrained,
+                    device=args.device,
+                    test_size=args.test_size,
+                    progress=progress,
+                )
         records = run_benchmark(
             dataset, args.methods, args.shots, args.seeds, progress=progress
         )
         accuracy = summarize(records, "accuracy")
         seconds = summarize(records, "fit_seconds")
-        print(f"\n## {dataset['name']}: test accuracy (%), mean ± std over "
-              f"{args.seeds} seeds\n")
-        print(markdown_table(accuracy, args.shots,
-                             lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}"))
+        print(
+            f"\n## {dataset['name']}: test accuracy (%), mean ± std over "
+            f"{args.seeds} seeds\n"
+        )
+        print(
+            markdown_table(
+                accuracy, args.shots, lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}"
+            )
+        )
         print(f"\n## {dataset['name']}: fit time (s), mean over seeds\n")
         print(markdown_table(seconds, args.shots, lambda m, s: f"{m:.3f}"))
         comparison = best_by_family(accuracy, args.shots)
         if comparison:
-            print(f"\n## {dataset['name']}: best newer method against best seed "
-                  "method\n")
+            print(
+                f"\n## {dataset['name']}: best newer method against best seed method\n"
+            )
             print(comparison)
         (out / f"{dataset['name']}.json").write_text(
             json.dumps({"dataset": dataset["name"], "records": records}, indent=1)
         )
         try:
-            plot_accuracy(accuracy, args.shots,
-                          f"{dataset['name']}: test accuracy by shots per class "
-                          f"(mean ± std over {args.seeds} draw{'s' if args.seeds != 1 else ''})",
-                          out / f"{dataset['name']}.png")
+            plot_accuracy(
+                accuracy,
+                args.shots,
+                f"{dataset['name']}: test accuracy by shots per class "
+                f"(mean ± std over {args.seeds} draw{'s' if args.seeds != 1 else ''})",
+                out / f"{dataset['name']}.png",
+            )
         except ImportError:
-            print("(matplotlib not installed: no plot written; "
-                  "pip install 'sklearn-clip[plot]')")
+            print(
+                "(matplotlib not installed: no plot written; "
+                "pip install 'sklearn-clip[plot]')"
+            )
     print(f"\nResults written to {out}/")
     return 0

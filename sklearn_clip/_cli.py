@@ -13,8 +13,16 @@ from ._version import __version__
 # Mirrors _bench.METHODS (kept here so that --help does not import torch);
 # tests check that the two agree.
 METHOD_NAMES = (
-    "zero-shot", "LR", "StandardScaler + LR", "linear probe", "attention probe",
-    "CLIP-Adapter", "Tip-Adapter", "Tip-Adapter-F", "GDA", "GDA + zero-shot",
+    "zero-shot",
+    "LR",
+    "StandardScaler + LR",
+    "linear probe",
+    "attention probe",
+    "CLIP-Adapter",
+    "Tip-Adapter",
+    "Tip-Adapter-F",
+    "GDA",
+    "GDA + zero-shot",
     "ZS linear probe",
 )
 
@@ -25,7 +33,9 @@ def build_parser():
         description="Adapt frozen CLIP models to your labelled images, the "
         "scikit-learn way. Run 'sklearn-clip COMMAND --help' for a command's options.",
     )
-    parser.add_argument("--version", action="version", version=f"sklearn-clip {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"sklearn-clip {__version__}"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench = commands.add_parser(
         "bench",
@@ -37,24 +47,55 @@ def build_parser():
         "split. Prints Markdown tables; writes JSON and a PNG plot per data set.",
     )
     bench.add_argument("data", nargs="+", help="features .npz, image folder or CSV")
-    bench.add_argument("--shots", type=int, nargs="+", default=[1, 2, 4, 8, 16],
-                       metavar="K", help="training images per class (default: 1 2 4 8 16)")
-    bench.add_argument("--seeds", type=int, default=3,
-                       help="few-shot draws per shot count (default: 3)")
-    bench.add_argument("--methods", nargs="+", default=list(METHOD_NAMES),
-                       choices=METHOD_NAMES, metavar="METHOD",
-                       help=f"subset of: {', '.join(METHOD_NAMES)}")
-    bench.add_argument("--model", default="ViT-B-32",
-                       help="open_clip model for image folders and CSVs (default: ViT-B-32)")
-    bench.add_argument("--pretrained", default="laion2b_s34b_b79k",
-                       help="pretrained tag or local checkpoint path; 'none' for random "
-                       "weights (testing only)")
-    bench.add_argument("--device", default="auto",
-                       help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
-    bench.add_argument("--test-size", type=float, default=0.5,
-                       help="held-out fraction when the images carry no split (default: 0.5)")
-    bench.add_argument("--out", default="bench_results",
-                       help="folder for the JSON results and PNG plots (default: bench_results)")
+    bench.add_argument(
+        "--shots",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8, 16],
+        metavar="K",
+        help="training images per class (default: 1 2 4 8 16)",
+    )
+    bench.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="few-shot draws per shot count (default: 3)",
+    )
+    bench.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHOD_NAMES),
+        choices=METHOD_NAMES,
+        metavar="METHOD",
+        help=f"subset of: {', '.join(METHOD_NAMES)}",
+    )
+    bench.add_argument(
+        "--model",
+        default="ViT-B-32",
+        help="open_clip model for image folders and CSVs (default: ViT-B-32)",
+    )
+    bench.add_argument(
+        "--pretrained",
+        default="laion2b_s34b_b79k",
+        help="pretrained tag or local checkpoint path; 'none' for random "
+        "weights (testing only)",
+    )
+    bench.add_argument(
+        "--device",
+        default="auto",
+        help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'",
+    )
+    bench.add_argument(
+        "--test-size",
+        type=float,
+        default=0.5,
+        help="held-out fraction when the images carry no split (default: 0.5)",
+    )
+    bench.add_argument(
+        "--out",
+        default="bench_results",
+        help="folder for the JSON results and PNG plots (default: bench_results)",
+    )
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 

@@ -83,7 +83,7 @@ def _create(model, pretrained, device):
         warn(
             f"pretrained=None: CLIP model {model!r} has random weights; "
             "its embeddings carry no meaning beyond tests and speed checks.",
-            UserWarning
+            UserWarning,
         )
         # Fixed seed: the same random model in every process and test order.
         # open_clip's own "initialized randomly" log line repeats the warning.
@@ -93,9 +93,7 @@ def _create(model, pretrained, device):
 
     pretrained = os.fspath(pretrained)
     is_file = os.path.isfile(pretrained)
-    if not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(
-        model
-    ):
+    if not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(model):
         raise ValueError(
             f"pretrained={pretrained!r} is neither an existing checkpoint file nor "
             f"a known tag for CLIP model {model!r}. Known tags: "
@@ -139,13 +137,19 @@ def _unavailable(model, pretrained, why):
 
 
 def _offline_requested():
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {
+        "1",
+        "true",
+        "yes",
+        "on",
+    }
 
 
 @contextlib.contextmanager
 def _hub_offline():
     """Hugging Face Hub calls inside are answered from the local cache only
-    (``huggingface_hub`` reads this flag at call time)."""
+    (``huggingface_hub`` reads this flag at call time).
+    """
     try:
         from huggingface_hub import constants
     except ImportError:  # pragma: no cover - open_clip then downloads by URL
@@ -198,7 +202,8 @@ def _reachable(url, timeout=3.0):
 @contextlib.contextmanager
 def _quiet_logs():
     """Silence the hub's and open_clip's log lines for a lookup that is
-    allowed to fail."""
+    allowed to fail.
+    """
     logger = logging.getLogger()
     hub_logger = logging.getLogger("huggingface_hub")
     saved = logger.level, hub_logger.level

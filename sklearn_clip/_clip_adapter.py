@@ -2,8 +2,8 @@
 
 from numbers import Integral, Real
 
-from sklearn.utils._param_validation import Interval
 import torch
+from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from ._heads import TextHeadClassifier
@@ -12,7 +12,8 @@ from ._training import HeadModule, batch_norm_layer
 
 class CLIPAdapterModule(HeadModule):
     """``x = BN(img)``; ``a = ReLU(W2 ReLU(W1 x))``; ``x = (1 - r) x + r a``;
-    ``logits = scale * normalize(x) @ text^T``."""
+    ``logits = scale * normalize(x) @ text^T``.
+    """
 
     def __init__(self, text, ratio, reduction, batch_norm, logit_scale):
         super().__init__()
@@ -163,7 +164,10 @@ warm_start, device, random_state, verbose
 
     def _build_module(self, n_features, n_classes, training_data):
         return CLIPAdapterModule(
-            self._text_tensor(), self.ratio, self.reduction, self.batch_norm,
+            self._text_tensor(),
+            self.ratio,
+            self.reduction,
+            self.batch_norm,
             self.logit_scale_,
         )
 

@@ -184,7 +184,7 @@ class EmbeddingCache:
         warn(
             f"The embedding cache {self.path} is read-only ({exc}): cached "
             "embeddings are used, new ones are computed but not stored.",
-            UserWarning
+            UserWarning,
         )
 
     def _start_over(self, exc):
@@ -199,7 +199,7 @@ class EmbeddingCache:
             f"The embedding cache {self.path} is damaged ({type(exc).__name__}: "
             f"{exc}); it was moved to {aside} and a new, empty cache started. "
             "Delete the moved file once you do not need it.",
-            UserWarning
+            UserWarning,
         )
         self._connection = self._connect()
 
@@ -219,7 +219,7 @@ class EmbeddingCache:
         unique = [k for k in dict.fromkeys(keys) if k is not None]
         expected_bytes = 4 * self.dim
         for start in range(0, len(unique), _LOOKUP_CHUNK):
-            chunk = unique[start:start + _LOOKUP_CHUNK]
+            chunk = unique[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._connection.execute(
                 f"SELECT content, vector, checksum FROM checked_embeddings "
@@ -227,9 +227,8 @@ class EmbeddingCache:
                 [self.namespace, *chunk],
             ).fetchall()
             for content, blob, checksum in rows:
-                if (
-                    len(blob) != expected_bytes
-                    or checksum != row_checksum(self.namespace, content, blob)
+                if len(blob) != expected_bytes or checksum != row_checksum(
+                    self.namespace, content, blob
                 ):
                     self.damaged_rows += 1  # a miss: embedded and stored again
                     continue
@@ -255,7 +254,8 @@ class EmbeddingCache:
             with self._connection:  # BEGIN ... COMMIT, ROLLBACK on error
                 self._connection.execute("BEGIN IMMEDIATE")
                 self._connection.executemany(
-                    "INSERT OR REPLACE INTO checked_embeddings VALUES (?, ?, ?, ?)", rows
+                    "INSERT OR REPLACE INTO checked_embeddings VALUES (?, ?, ?, ?)",
+                    rows,
                 )
         except sqlite3.OperationalError as exc:
             if not _is_read_only_error(exc):
@@ -264,7 +264,7 @@ class EmbeddingCache:
             warn(
                 f"The embedding cache {self.path} is read-only ({exc}): new "
                 "embeddings are computed but not stored.",
-                UserWarning
+                UserWarning,
             )
 
     def __len__(self):
@@ -286,6 +286,6 @@ class EmbeddingCache:
 
 def _is_read_only_error(exc):
     message = str(exc).lower()
-    return "readonly" in message or "read-only" in message or (
-        "unable to open" in message
+    return (
+        "readonly" in message or "read-only" in message or ("unable to open" in message)
     )

@@ -12,7 +12,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseCLIPEstimator
 from ._clip import embedding_dim, load_clip, quantized_image_encoder
-from ._embedding_cache import EmbeddingCache, checkpoint_identity, content_key, namespace_key
+from ._embedding_cache import (
+    EmbeddingCache,
+    checkpoint_identity,
+    content_key,
+    namespace_key,
+)
 from ._images import (
     ImageLoadError,
     check_image_inputs,
@@ -28,7 +33,9 @@ from ._warnings import warn
 _EMBEDDING_VERSION = 1
 
 
-class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIPEstimator):
+class CLIPFeaturizer(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIPEstimator
+):
     """Embed images with a frozen CLIP image encoder.
 
     The CLIP model is given by name and loaded once per process through a
@@ -136,7 +143,10 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
         "device": DEVICE_CONSTRAINT,
         "precision": PRECISION_CONSTRAINT,
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "num_workers": [
+            Interval(Integral, 0, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
         "normalize": ["boolean"],
         "progress": ["boolean", StrOptions({"auto"})],
         "cache_dir": [str, os.PathLike, None],
@@ -225,7 +235,7 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
                     f"{cache.damaged_rows} damaged embedding(s) in the cache "
                     f"{cache.path} failed their checksum; they are computed again "
                     "and replaced.",
-                    UserWarning
+                    UserWarning,
                 )
             missing = []
             first_of_key = {}
@@ -269,8 +279,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
         directory = Path(self.memmap_dir).expanduser()
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"clip-embeddings-{uuid.uuid4().hex}.npy"
-        return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
-                                         shape=(n_items, dim))
+        return np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.float32, shape=(n_items, dim)
+        )
 
     def _namespace(self, clip):
         return namespace_key(
@@ -298,7 +309,8 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
 
     def _embed(self, items, todo, embeddings, clip, cache, keys, failures):
         """Embed ``items[todo]`` into ``embeddings``, store each batch in
-        ``cache`` and append unreadable items to ``failures``."""
+        ``cache`` and append unreadable items to ``failures``.
+        """
         subset = [items[i] for i in todo]
         cuda = clip.device.type == "cuda"
         subset_failures = []
@@ -321,8 +333,11 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
                 if subset_failures and self.on_error == "raise" and cache is None:
                     continue  # the call will fail: only collect the bad items
                 batch = batch.to(
-                    clip.device, non_blocking=True,
-                    memory_format=torch.channels_last if cuda else torch.preserve_format,
+                    clip.device,
+                    non_blocking=True,
+                    memory_format=torch.channels_last
+                    if cuda
+                    else torch.preserve_format,
                 )
                 features, chunk = _encode_in_chunks(encode, batch, chunk)
                 if self.normalize:
@@ -332,7 +347,9 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
                 embeddings[rows] = features
                 if cache is not None:
                     cache.put([keys[i] for i in rows], features)
-        failures.extend((int(todo[i]), item, reason) for i, item, reason in subset_failures)
+        failures.extend(
+            (int(todo[i]), item, reason) for i, item, reason in subset_failures
+        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -346,11 +363,12 @@ class CLIPFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseCLIP
 def _encode_in_chunks(encode, batch, chunk):
     """``encode(batch)`` in pieces of ``chunk`` images, halving
     the pieces on CUDA out-of-memory errors. Returns the float32 features
-    and the chunk size that worked, for the next batches."""
+    and the chunk size that worked, for the next batches.
+    """
     outputs = []
     start = 0
     while start < len(batch):
-        piece = batch[start:start + chunk]
+        piece = batch[start : start + chunk]
         try:
             outputs.append(encode(piece).float())
         except torch.cuda.OutOfMemoryError:
@@ -359,8 +377,9 @@ def _encode_in_chunks(encode, batch, chunk):
             chunk = max(1, chunk // 2)
             torch.cuda.empty_cache()
             warn(
-                f"CUDA out of memory; embedding in batches of {chunk} images from now on.",
-                RuntimeWarning
+                f"CUDA out of memory; embedding in batches of {chunk} images from "
+                "now on.",
+                RuntimeWarning,
             )
             continue
         start += len(piece)

@@ -18,7 +18,8 @@ from ._base import (
 )
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
-# Blend weights tried by ``discriminant_weight="auto"`` (on the scale-matched discriminant).
+# Blend weights tried by ``discriminant_weight="auto"`` (on the scale-matched
+# discriminant).
 AUTO_WEIGHTS = (0.0,) + tuple(2.0**power for power in range(-5, 5))
 # Cross-validation needs 2 samples per class left in every training fold (one
 # sample per class is a different model: the total spread stands in for the
@@ -31,9 +32,12 @@ MAX_AUTO_FOLDS = 4
 def shrunk_discriminant(X, y_encoded, n_classes, shrinkage, sample_weight=None):
     """Class means, ``S^-1 mu_k`` and intercepts of GDA with a shrunk shared
     covariance ``S``; with ``sample_weight``, weighted means and covariance
-    (an integer weight counts as that many copies of the row)."""
+    (an integer weight counts as that many copies of the row).
+    """
     n_features = X.shape[1]
-    weights = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, float)
+    weights = (
+        np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, float)
+    )
     totals = np.bincount(y_encoded, weights=weights, minlength=n_classes)
     if np.any(totals <= 0):
         raise ValueError(
@@ -61,11 +65,11 @@ def shrunk_discriminant(X, y_encoded, n_classes, shrinkage, sample_weight=None):
 
 def spread_ratio(discriminant_logits, zero_shot_logits, sample_weight=None):
     """How much more the discriminant's logits spread across classes than
-    the zero-shot logits (mean per-sample standard deviation)."""
-    return (
-        np.average(discriminant_logits.std(axis=1), weights=sample_weight)
-        / np.average(zero_shot_logits.std(axis=1), weights=sample_weight)
-    )
+    the zero-shot logits (mean per-sample standard deviation).
+    """
+    return np.average(
+        discriminant_logits.std(axis=1), weights=sample_weight
+    ) / np.average(zero_shot_logits.std(axis=1), weights=sample_weight)
 
 
 class GDAClassifier(
@@ -181,7 +185,9 @@ device, precision
     _parameter_constraints = {
         "shrinkage": [Interval(Real, 0, 1, closed="both")],
         "discriminant_weight": [
-            Interval(Real, 0, None, closed="left"), StrOptions({"auto"}), None
+            Interval(Real, 0, None, closed="left"),
+            StrOptions({"auto"}),
+            None,
         ],
         **TEXT_PARAMETER_CONSTRAINTS,
     }
@@ -245,12 +251,18 @@ device, precision
         self.means_, self.coef_, self.intercept_ = shrunk_discriminant(
             X, y_encoded, n_classes, self.shrinkage, weights
         )
-        for stale in ("text_features_", "logit_scale_", "scale_", "discriminant_weight_"):
+        for stale in (
+            "text_features_",
+            "logit_scale_",
+            "scale_",
+            "discriminant_weight_",
+        ):
             self.__dict__.pop(stale, None)  # from an earlier fit with text
         weight = self._weight_in_use()
         if weight is None:
             warn_unused_parameters(
-                self, ["templates", "logit_scale", "precision"],
+                self,
+                ["templates", "logit_scale", "precision"],
                 "in image-only GDA (set text_features, class_names or "
                 "discriminant_weight to blend with class text)",
             )
@@ -260,13 +272,15 @@ device, precision
         self.scale_ = spread_ratio(self._discriminant(X), zero_shot, weights)
         self.discriminant_weight_ = (
             self._choose_weight(X, y_encoded, zero_shot, weights)
-            if weight == "auto" else float(weight)
+            if weight == "auto"
+            else float(weight)
         )
         return self
 
     def _weight_in_use(self):
         """``discriminant_weight`` with None resolved: "auto" when class text
-        is given, None (image-only) otherwise."""
+        is given, None (image-only) otherwise.
+        """
         if self.discriminant_weight is not None:
             return self.discriminant_weight
         if self.text_features is not None or self.class_names is not None:
@@ -277,27 +291,36 @@ device, precision
         base = ("classes_", "n_features_in_", "means_", "coef_", "intercept_")
         if self._weight_in_use() is None:
             return base
-        return base + ("text_features_", "logit_scale_", "scale_", "discriminant_weight_")
+        return base + (
+            "text_features_",
+            "logit_scale_",
+            "scale_",
+            "discriminant_weight_",
+        )
 
     def _discriminant(self, X):
         return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
 
     def _choose_weight(self, X, y_encoded, zero_shot, sample_weight=None):
         """Blend weight with the best cross-validated (weighted) accuracy on
-        the training samples (ties: the smaller weight)."""
+        the training samples (ties: the smaller weight).
+        """
         n_classes = len(self.classes_)
         weights = np.ones(len(X)) if sample_weight is None else sample_weight
         fewest = np.bincount(y_encoded, minlength=n_classes).min()
         if fewest in FALLBACK_WEIGHTS:
             return FALLBACK_WEIGHTS[fewest]
-        folds = StratifiedKFold(min(fewest, MAX_AUTO_FOLDS), shuffle=True, random_state=0)
+        folds = StratifiedKFold(
+            min(fewest, MAX_AUTO_FOLDS), shuffle=True, random_state=0
+        )
         correct = np.zeros(len(AUTO_WEIGHTS))
         for train, held_out in folds.split(X, y_encoded):
             _, coef, intercept = shrunk_discriminant(
                 X[train], y_encoded[train], n_classes, self.shrinkage, weights[train]
             )
-            scale = spread_ratio(X[train] @ coef.T + intercept, zero_shot[train],
-                                 weights[train])
+            scale = spread_ratio(
+                X[train] @ coef.T + intercept, zero_shot[train], weights[train]
+            )
             discriminant = (X[held_out] @ coef.T + intercept) / scale
             for i, weight in enumerate(AUTO_WEIGHTS):
                 blended = zero_shot[held_out] + weight * discriminant
@@ -309,7 +332,9 @@ device, precision
         logits = self._discriminant(X)
         if not hasattr(self, "discriminant_weight_"):
             return logits
-        return self._zero_shot_logits(X) + self.discriminant_weight_ / self.scale_ * logits
+        return (
+            self._zero_shot_logits(X) + self.discriminant_weight_ / self.scale_ * logits
+        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,13 +1,14 @@
 """Bases of the trainable heads on CLIP embeddings: input checks, labels,
-seeding, the skorch net, and, for heads that use class text, the text."""
+seeding, the skorch net, and, for heads that use class text, the text.
+"""
 
 from numbers import Real  # noqa: F401
 
 import numpy as np
 import torch
+from sklearn.base import ClassifierMixin, _fit_context
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
-from sklearn.base import ClassifierMixin, _fit_context
 
 from ._base import (
     BaseCLIPEstimator,
@@ -55,12 +56,14 @@ class EmbeddingHeadClassifier(
     def _build_module(self, n_features, n_classes, training_data):
         """The head's :class:`~sklearn_clip._training.HeadModule`;
         ``training_data`` is ``(X, sample_weight)`` in ``fit`` and None when a
-        stored estimator is rebuilt."""
+        stored estimator is rebuilt.
+        """
         raise NotImplementedError
 
     def _prepare_fit(self, X, y_encoded, sample_weight):
         """Hook run after ``classes_`` is set (text heads embed class names);
-        ``sample_weight`` is None or the resolved per-sample weights."""
+        ``sample_weight`` is None or the resolved per-sample weights.
+        """
 
     # -- fitting --------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -124,7 +127,9 @@ class EmbeddingHeadClassifier(
             self._validate_params()
         X, y = validate_embeddings(self, X, y, reset=first)
         if first:
-            self.classes_, _ = encode_labels(y if classes is None else np.asarray(classes))
+            self.classes_, _ = encode_labels(
+                y if classes is None else np.asarray(classes)
+            )
         y_encoded = self._encode_known(y)
         weights = self._sample_weights(X, y, sample_weight)
         if first:
@@ -138,14 +143,16 @@ class EmbeddingHeadClassifier(
 
     def _sample_weights(self, X, y, sample_weight):
         """Per-sample weights from ``sample_weight`` and ``class_weight``, or
-        None when every weight is 1 (the unweighted, faster path)."""
+        None when every weight is 1 (the unweighted, faster path).
+        """
         return resolve_sample_weight(X, y, sample_weight, self.class_weight)
 
     def _check_training_parameters(self, y_encoded):
         """Refuse or flag training settings the data makes impossible or moot."""
         if not self.early_stopping:
             warn_unused_parameters(
-                self, ["validation_fraction", "n_iter_no_change"],
+                self,
+                ["validation_fraction", "n_iter_no_change"],
                 "unless early_stopping=True",
             )
             return
@@ -201,12 +208,16 @@ class EmbeddingHeadClassifier(
                 self.validation_fraction, stratified=True, random_state=self._seed()
             )
             callbacks.append(
-                ("early_stopping", EarlyStopping(patience=self.n_iter_no_change,
-                                                 load_best=True))
+                (
+                    "early_stopping",
+                    EarlyStopping(patience=self.n_iter_no_change, load_best=True),
+                )
             )
         full = self.batch_size == "full"
         return HeadNet(
-            module=self._build_module(self.n_features_in_, len(self.classes_), training_data),
+            module=self._build_module(
+                self.n_features_in_, len(self.classes_), training_data
+            ),
             criterion=torch.nn.CrossEntropyLoss,
             optimizer=optimizer,
             lr=lr,
@@ -228,8 +239,10 @@ class EmbeddingHeadClassifier(
         X_tensor = torch.as_tensor(np.asarray(X, dtype=np.float32))
         y_tensor = torch.as_tensor(y_encoded, dtype=torch.int64)
         if sample_weight is not None:
-            X_tensor = {"X": X_tensor,
-                        "sample_weight": torch.as_tensor(sample_weight, dtype=torch.float32)}
+            X_tensor = {
+                "X": X_tensor,
+                "sample_weight": torch.as_tensor(sample_weight, dtype=torch.float32),
+            }
         # partial_fit initialises a new net and continues a warm one;
         # epochs=None means max_epochs.
         self.net_.partial_fit(X_tensor, y_tensor, epochs=epochs)
@@ -266,7 +279,8 @@ class TextHeadClassifier(TextClassesMixin, EmbeddingHeadClassifier):
         **TEXT_PARAMETER_CONSTRAINTS,
     }
     _fitted_attributes = EmbeddingHeadClassifier._fitted_attributes + (
-        "text_features_", "logit_scale_"
+        "text_features_",
+        "logit_scale_",
     )
     _rebuilt_buffers = ("text",)
 

@@ -76,9 +76,7 @@ def check_image_inputs(X):
     if hasattr(X, "iloc"):  # pandas Series: index by position, not by label
         X = X.to_numpy()
     if not isinstance(X, (Sequence, np.ndarray)):
-        raise ValueError(
-            f"X must be a sequence of images, got {type(X).__name__}."
-        )
+        raise ValueError(f"X must be a sequence of images, got {type(X).__name__}.")
     return _non_empty(list(X))
 
 
@@ -288,7 +286,8 @@ def load_image_folder(folder, *, split=None, extensions=IMAGE_EXTENSIONS):
 
 class DecodedImages(torch.utils.data.Dataset):
     """Decodes and transforms one item; failures become messages, not raises,
-    so that every bad item can be reported at once (see :func:`collate_decoded`)."""
+    so that every bad item can be reported at once (see :func:`collate_decoded`).
+    """
 
     def __init__(self, items, transform):
         self.items = items
@@ -343,7 +342,8 @@ def split_preprocess(preprocess):
 
 def _thread_batches(dataset, batch_size, pin_memory):
     """Batches decoded by a thread pool while the caller waits (Pillow
-    releases the GIL while it decodes and resizes)."""
+    releases the GIL while it decodes and resizes).
+    """
     threads = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(threads) as pool:
         for start in range(0, len(dataset), batch_size):
@@ -371,21 +371,29 @@ def worker_processes_allowed():
 
 def checked_num_workers(num_workers):
     """``num_workers`` where worker processes are allowed, else 0 with a
-    warning (decoding falls back to threads)."""
+    warning (decoding falls back to threads).
+    """
     if num_workers and not worker_processes_allowed():
         warn(
             f"num_workers={num_workers} ignored: this code runs inside a worker "
             f"process ({multiprocessing.current_process().name}), which cannot "
             "start DataLoader worker processes; decoding with threads instead.",
-            UserWarning
+            UserWarning,
         )
         return 0
     return num_workers
 
 
 def iter_decoded(
-    items, transform, *, batch_size, num_workers=0, pin_memory=False,
-    progress="auto", desc="images", failures=None,
+    items,
+    transform,
+    *,
+    batch_size,
+    num_workers=0,
+    pin_memory=False,
+    progress="auto",
+    desc="images",
+    failures=None,
 ):
     """Decode and transform ``items`` in batches.
 

@@ -11,7 +11,9 @@ class LinearProbeModule(HeadModule):
         super().__init__()
         # No affine part: before a linear layer it adds nothing, and a free
         # scale would let the model escape the L2 penalty on the weights.
-        self.norm = batch_norm_layer(n_features, affine=False) if batch_norm else nn.Identity()
+        self.norm = (
+            batch_norm_layer(n_features, affine=False) if batch_norm else nn.Identity()
+        )
         self.linear = nn.Linear(n_features, n_classes)
         # Start from zero, as logistic regression does: no random bias to undo.
         nn.init.zeros_(self.linear.weight)

@@ -56,7 +56,7 @@ def few_shot_indices(y, n_shots, random_state=None):
             f"{len(short)} classes have fewer than {n_shots} samples and "
             f"contribute all they have: {np.asarray(short[:10]).tolist()}"
             f"{' ...' if len(short) > 10 else ''}",
-            UserWarning
+            UserWarning,
         )
     return np.sort(np.concatenate(chosen))
 

@@ -7,11 +7,11 @@ weight arrays and rebuilt on load), so the only types to trust are the
 package's own estimator classes, listed here.
 """
 
+from ._attention_probe import AttentionProbeClassifier
+from ._clip_adapter import CLIPAdapterClassifier
 from ._featurizer import CLIPFeaturizer
 from ._gda import GDAClassifier
 from ._linear_probe import LinearProbeClassifier
-from ._attention_probe import AttentionProbeClassifier
-from ._clip_adapter import CLIPAdapterClassifier
 from ._tip_adapter import TipAdapterClassifier
 from ._visual_prompt import VisualPromptClassifier
 from ._zero_shot import ZeroShotClassifier

@@ -68,5 +68,6 @@ def make_clip_pipeline(
     if shared.keys() <= params.keys():
         head.set_params(**shared)
     featurizer = CLIPFeaturizer(model, pretrained, **featurizer_params)
-    return Pipeline([("clip", featurizer), ("head", head)], memory=memory,
-                    verbose=verbose)
+    return Pipeline(
+        [("clip", featurizer), ("head", head)], memory=memory, verbose=verbose
+    )

@@ -11,7 +11,6 @@ from ._base import l2_normalize, validate_embeddings, warn_unused_parameters
 from ._heads import TextHeadClassifier
 from ._training import HeadModule
 
-
 # cache_weight=None, without and with fine-tuning (see benchmarks/README.md).
 _DEFAULT_CACHE_WEIGHT = {False: 2.0, True: 1.0}
 
@@ -25,10 +24,12 @@ def _key_weights(sample_weight, n_keys):
 class TipAdapterModule(HeadModule):
     """``logits = scale x T^T + cache_weight * exp(-sharpness (1 - x K^T)) L``
     with ``x`` the normalised image, ``K`` the cached training embeddings
-    (trainable for Tip-Adapter-F) and ``L`` their one-hot labels."""
+    (trainable for Tip-Adapter-F) and ``L`` their one-hot labels.
+    """
 
-    def __init__(self, text, keys, key_labels, key_weights, cache_weight, sharpness,
-                 logit_scale):
+    def __init__(
+        self, text, keys, key_labels, key_weights, cache_weight, sharpness, logit_scale
+    ):
         super().__init__()
         self.register_buffer("text", text)
         # Class index of each key; -1 drops a key whose class is not predicted.
@@ -194,8 +195,16 @@ warm_start, device, random_state, verbose
     def _prepare_fit(self, X, y_encoded, sample_weight):
         if not self.fine_tune:
             warn_unused_parameters(
-                self, ["solver", "alpha", "lr", "max_epochs", "batch_size",
-                       "early_stopping", "warm_start"],
+                self,
+                [
+                    "solver",
+                    "alpha",
+                    "lr",
+                    "max_epochs",
+                    "batch_size",
+                    "early_stopping",
+                    "warm_start",
+                ],
                 "without fine_tune=True (the training-free cache is not trained)",
             )
         super()._prepare_fit(X, y_encoded, sample_weight)
@@ -253,7 +262,9 @@ warm_start, device, random_state, verbose
         self
         """
         if self.fine_tune or not hasattr(self, "net_"):
-            return super().partial_fit(X, y, classes=classes, sample_weight=sample_weight)
+            return super().partial_fit(
+                X, y, classes=classes, sample_weight=sample_weight
+            )
         X, y = validate_embeddings(self, X, y, reset=False)
         self._encode_known(y)  # rejects labels outside classes_
         weights = _key_weights(self._sample_weights(X, y, sample_weight), len(X))

@@ -30,7 +30,8 @@ def resolve_device(device="auto"):
 def loading_device(device="auto"):
     """:func:`resolve_device` for rebuilding a stored estimator: a CUDA device
     this machine lacks becomes the CPU, with a warning, so that a model
-    fitted on a GPU loads anywhere."""
+    fitted on a GPU loads anywhere.
+    """
     try:
         return resolve_device(device)
     except ValueError:
@@ -75,7 +76,8 @@ def draw_seed(random_state):
 @contextlib.contextmanager
 def seeded_torch(random_state):
     """Seed torch (initialisation, shuffling) from ``random_state`` without
-    touching the caller's global RNG state."""
+    touching the caller's global RNG state.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(draw_seed(random_state))
         yield

@@ -1,6 +1,7 @@
 """skorch machinery shared by the trained estimators: the head module contract,
 BatchNorm with exact running statistics, batches sliced from tensors,
-weighted losses, a colour-free epoch log and array-only persistence."""
+weighted losses, a colour-free epoch log and array-only persistence.
+"""
 
 import contextvars
 import json
@@ -11,6 +12,7 @@ import skorch.callbacks
 import torch
 from skorch import NeuralNetClassifier
 from skorch.history import History
+
 
 class HeadModule(torch.nn.Module):
     """What a trained head's module provides.
@@ -169,7 +171,9 @@ class NetAsArraysMixin:
                 if name not in self._rebuilt_buffers
             }
             # Epoch records hold floats, ints, bools and lists of them.
-            state["_net_history"] = json.loads(json.dumps(list(net.history), default=float))
+            state["_net_history"] = json.loads(
+                json.dumps(list(net.history), default=float)
+            )
             state["_net_config"] = self._net_config(net)
         return state
 
@@ -184,7 +188,8 @@ class NetAsArraysMixin:
             net = self._rebuild_net(arrays, config)
         # Copies: the arrays may be read-only memory maps (joblib mmap_mode).
         missing, unexpected = net.module_.load_state_dict(
-            {name: torch.tensor(np.array(a)) for name, a in arrays.items()}, strict=False
+            {name: torch.tensor(np.array(a)) for name, a in arrays.items()},
+            strict=False,
         )
         if unexpected or set(missing) - set(self._rebuilt_buffers):
             raise ValueError(
@@ -198,7 +203,8 @@ class NetAsArraysMixin:
 
 class PrintLog(skorch.callbacks.PrintLog):
     """skorch's per-epoch table; the best values are coloured only when the
-    output is a terminal (no ANSI escape codes in log files)."""
+    output is a terminal (no ANSI escape codes in log files).
+    """
 
     def format_row(self, row, key, color):
         if not sys.stdout.isatty():

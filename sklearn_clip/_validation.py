@@ -45,6 +45,7 @@ def check_text_features(text_features, n_classes, n_features):
     off = np.abs(norms - 1.0) > 1e-3
     return np.where(off, text_features / norms, text_features)
 
+
 #: Parameters of every estimator trained with skorch.
 TRAINING_PARAMETER_CONSTRAINTS = {
     "class_weight": [dict, StrOptions({"balanced"}), None],

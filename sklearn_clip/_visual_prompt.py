@@ -1,5 +1,6 @@
 """VisualPromptClassifier: a learned input-space prompt trained through the
-frozen CLIP image encoder (Bahng et al. 2022)."""
+frozen CLIP image encoder (Bahng et al. 2022).
+"""
 
 import math
 from numbers import Integral, Real
@@ -8,12 +9,16 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy.special import softmax
+from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+)
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback, LRScheduler
 from skorch.utils import to_tensor
-from sklearn.base import ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
@@ -26,9 +31,9 @@ from ._base import (
 )
 from ._clip import embedding_dim, load_clip
 from ._images import (
-    checked_num_workers,
     ImageLoadError,
     check_image_inputs,
+    checked_num_workers,
     describe,
     iter_decoded,
     load_image,
@@ -124,7 +129,8 @@ def prompted_logits(module, images, clip, precision, use_prompt=True):
 
 class WarmupCosine:
     """Learning-rate factor: linear warm-up, then cosine decay to zero
-    (a picklable ``lr_lambda`` for :class:`torch.optim.lr_scheduler.LambdaLR`)."""
+    (a picklable ``lr_lambda`` for :class:`torch.optim.lr_scheduler.LambdaLR`).
+    """
 
     def __init__(self, warmup_steps, total_steps):
         self.warmup_steps = warmup_steps
@@ -155,7 +161,8 @@ class EpochProgress(Callback):
 
 class PromptNet(PlainLogMixin, NeuralNetClassifier):
     """skorch classifier whose module is the prompt; the logits come from the
-    frozen CLIP image encoder, found by name in the process-wide cache."""
+    frozen CLIP image encoder, found by name in the process-wide cache.
+    """
 
     def __init__(self, *args, clip_model, clip_pretrained, precision="auto", **kwargs):
         super().__init__(*args, **kwargs)
@@ -317,7 +324,10 @@ class VisualPromptClassifier(
         "momentum": [Interval(Real, 0, 1, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "warmup_steps": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "warmup_steps": [
+            Interval(Integral, 0, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
         "cache_images": ["boolean"],
         "num_workers": [Interval(Integral, 0, None, closed="left")],
         "random_state": ["random_state"],
@@ -385,7 +395,9 @@ class VisualPromptClassifier(
         """
         items = check_image_inputs(X)
         if y is None:
-            raise ValueError(f"{type(self).__name__} requires y to be passed, but y is None.")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but y is None."
+            )
         y = column_or_1d(y, warn=True)
         check_consistent_length(items, y)
         self.classes_, y_encoded = encode_labels(y)
@@ -397,7 +409,10 @@ class VisualPromptClassifier(
         clip = load_clip(self.model, self.pretrained, self.device)
         self._check_prompt_fits(clip.image_size)
         self.text_features_, self.logit_scale_ = self._class_text(
-            self.classes_, embedding_dim(self.model), self.class_names, self.text_features
+            self.classes_,
+            embedding_dim(self.model),
+            self.class_names,
+            self.text_features,
         )
         to_uint8, mean, std = split_preprocess(clip.preprocess)
         labels = torch.as_tensor(y_encoded, dtype=torch.int64)

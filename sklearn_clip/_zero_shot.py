@@ -67,7 +67,8 @@ class ZeroShotClassifier(
     >>> from sklearn_clip import ZeroShotClassifier
     >>> text = np.eye(3, 8, dtype=np.float32)           # three class prototypes
     >>> X = text[[0, 1, 2, 1]] + 0.1                      # images near them
-    >>> clf = ZeroShotClassifier(text_features=text).fit(X, ["cat", "dog", "fox", "dog"])
+    >>> y = ["cat", "dog", "fox", "dog"]
+    >>> clf = ZeroShotClassifier(text_features=text).fit(X, y)
     >>> clf.predict(X).tolist()
     ['cat', 'dog', 'fox', 'dog']
     """

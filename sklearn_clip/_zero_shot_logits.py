@@ -99,7 +99,8 @@ device, precision
 
         Returns
         -------
-        features : ndarray of shape (n_samples, n_features + n_classes) or (n_samples, n_classes)
+        features : ndarray of shape (n_samples, n_features + n_classes)
+            Or ``(n_samples, n_classes)`` with ``append=False``.
         """
         check_is_fitted(self)
         X = validate_embeddings(self, X, reset=False)

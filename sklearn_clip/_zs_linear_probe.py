@@ -9,7 +9,8 @@ from ._training import HeadModule
 
 class ZSLinearProbeModule(HeadModule):
     """``logits = scale * normalize(x) @ W^T + b`` with ``W`` starting at the
-    class text embeddings; the penalty pulls ``W`` back towards them."""
+    class text embeddings; the penalty pulls ``W`` back towards them.
+    """
 
     def __init__(self, text, logit_scale):
         super().__init__()

@@ -59,7 +59,8 @@ def load_features():
     def load(name):
         with np.load(_require(FEATURES / f"{name}.npz")) as data:
             return {
-                key: data[key].astype(np.float32) if key.startswith(("X_", "text"))
+                key: data[key].astype(np.float32)
+                if key.startswith(("X_", "text"))
                 else data[key]
                 for key in data.files
                 if key != "meta"
@@ -127,11 +128,21 @@ def assert_same_outputs_in_fresh_process(cases, directory, file_format="joblib")
         sizes.append(path.stat().st_size)
         X_array = np.asarray(X, dtype=object) if isinstance(X, list) else np.asarray(X)
         np.save(Path(directory) / f"X-{i}.npy", X_array, allow_pickle=True)
-        np.save(Path(directory) / f"expected-{i}.npy", getattr(estimator, method)(X),
-                allow_pickle=True)
-        records.append(dict(model=str(path), X=str(Path(directory) / f"X-{i}.npy"),
-                            expected=str(Path(directory) / f"expected-{i}.npy"),
-                            method=method, format=file_format))
-    subprocess.run([sys.executable, "-c", _FRESH_PROCESS_CHECK, json.dumps(records)],
-                   check=True)
+        np.save(
+            Path(directory) / f"expected-{i}.npy",
+            getattr(estimator, method)(X),
+            allow_pickle=True,
+        )
+        records.append(
+            dict(
+                model=str(path),
+                X=str(Path(directory) / f"X-{i}.npy"),
+                expected=str(Path(directory) / f"expected-{i}.npy"),
+                method=method,
+                format=file_format,
+            )
+        )
+    subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS_CHECK, json.dumps(records)], check=True
+    )
     return sizes

@@ -10,19 +10,35 @@ from .conftest import FEATURES, _require
 
 def test_bench_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     path = _require(FEATURES / "stanford_cars.npz")
-    code = main(["bench", str(path), "--shots", "1", "4", "--seeds", "2",
-                       "--out", str(tmp_path), "--no-progress"])
+    code = main(
+        [
+            "bench",
+            str(path),
+            "--shots",
+            "1",
+            "4",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     data = bench.load_features(path)
     zero_shot = 100 * np.mean(
-        (data["X_test"] @ data["text_features"].T).argmax(axis=1) == data["y_test"])
+        (data["X_test"] @ data["text_features"].T).argmax(axis=1) == data["y_test"]
+    )
     assert f"| zero-shot | {zero_shot:.2f} ± 0.00 | {zero_shot:.2f} ± 0.00 |" in printed
     records = json.loads((tmp_path / "stanford_cars.json").read_text())["records"]
     assert {r["method"] for r in records} == set(bench.METHODS)
     assert len(records) == 2 * 2 * len(bench.METHODS)
-    scaled = {(r["shots"], r["seed"]): r["accuracy"] for r in records
-              if r["method"] == "StandardScaler + LR"}
+    scaled = {
+        (r["shots"], r["seed"]): r["accuracy"]
+        for r in records
+        if r["method"] == "StandardScaler + LR"
+    }
     # More shots help; different seeds draw different training sets.
     assert min(scaled[4, s] for s in (0, 1)) > max(scaled[1, s] for s in (0, 1)) + 0.1
     assert scaled[1, 0] != scaled[1, 1]
@@ -31,8 +47,22 @@ def test_bench_prints_table_and_writes_json_and_plot(tmp_path, capsys):
 
 def test_bench_skips_text_methods_on_image_only_sets(tmp_path, capsys):
     path = _require(FEATURES / "oxford_pets.npz")
-    main(["bench", str(path), "--shots", "2", "--seeds", "1", "--methods", "zero-shot",
-                "LR", "--out", str(tmp_path), "--no-progress"])
+    main(
+        [
+            "bench",
+            str(path),
+            "--shots",
+            "2",
+            "--seeds",
+            "1",
+            "--methods",
+            "zero-shot",
+            "LR",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     records = json.loads((tmp_path / "oxford_pets.json").read_text())["records"]
     assert [r["method"] for r in records] == ["LR"]
 
@@ -41,10 +71,29 @@ def test_bench_featurizes_an_image_folder_once(tmp_path, capsys):
     from .conftest import IMAGES
 
     folder = _require(IMAGES / "hymenoptera")
-    main(["bench", str(folder), "--model", "sklearn-clip-tiny", "--pretrained", "none",
-                "--device", "cpu", "--shots", "2", "--seeds", "1", "--methods",
-                "zero-shot", "GDA", "Tip-Adapter", "--out", str(tmp_path),
-                "--no-progress"])
+    main(
+        [
+            "bench",
+            str(folder),
+            "--model",
+            "sklearn-clip-tiny",
+            "--pretrained",
+            "none",
+            "--device",
+            "cpu",
+            "--shots",
+            "2",
+            "--seeds",
+            "1",
+            "--methods",
+            "zero-shot",
+            "GDA",
+            "Tip-Adapter",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "best newer method" in printed
     records = json.loads((tmp_path / "hymenoptera.json").read_text())["records"]
@@ -59,14 +108,25 @@ def test_bench_reads_a_csv_with_a_split_column(tmp_path):
     rows = [lines[0]]
     for split in ("train", "val"):  # 10 of each class in each split
         for label in ("0", "1"):
-            rows += [r for r in lines[1:] if r.endswith(f",{split}")
-                     and r.split(",")[1] == label][:10]
+            rows += [
+                r
+                for r in lines[1:]
+                if r.endswith(f",{split}") and r.split(",")[1] == label
+            ][:10]
     csv_path = tmp_path / "subset.csv"
-    csv_path.write_text("\n".join(
-        [rows[0]] + [f"{root / r.split(',')[0]},{r.split(',', 1)[1]}" for r in rows[1:]]
-    ))
-    data = bench.load_images(csv_path, model="sklearn-clip-tiny", pretrained=None,
-                             device="cpu", progress=False)
+    csv_path.write_text(
+        "\n".join(
+            [rows[0]]
+            + [f"{root / r.split(',')[0]},{r.split(',', 1)[1]}" for r in rows[1:]]
+        )
+    )
+    data = bench.load_images(
+        csv_path,
+        model="sklearn-clip-tiny",
+        pretrained=None,
+        device="cpu",
+        progress=False,
+    )
     assert len(data["y_train"]) == 20 and len(data["y_test"]) == 20
     assert data["X_train"].shape[1] == 64
     # classname column -> text features, one row per class in label order
@@ -84,8 +144,9 @@ def test_cli_help_lists_commands_without_importing_torch():
         "print(build_parser().format_help())\n"
         "print('torch imported:', 'torch' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert "bench" in out and "few-shot benchmark" in out
     assert "torch imported: False" in out
 
@@ -105,7 +166,11 @@ def test_cli_version_and_one_line_errors(capsys, tmp_path):
         assert "error:" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "missing.npz" in err[0] and err[0].startswith("sklearn-clip bench: error:")
+    assert (
+        len(err) == 1
+        and "missing.npz" in err[0]
+        and err[0].startswith("sklearn-clip bench: error:")
+    )
 
 
 def test_cli_help_documents_every_option_and_lists_every_method():

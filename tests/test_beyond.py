@@ -1,6 +1,5 @@
 """Tip-Adapter, GDA, the zero-shot-anchored probe and FewShotSplit."""
 
-
 import numpy as np
 import pytest
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -56,10 +55,15 @@ def test_tip_adapter_beats_zero_shot_without_training(cars, n_shots, gain):
 def test_tip_adapter_without_cache_is_zero_shot(cars):
     shots, X_test, _, text = cars
     X, y = shots(2)
-    tip = TipAdapterClassifier(cache_weight=0, text_features=text, device="cpu").fit(X, y)
+    tip = TipAdapterClassifier(cache_weight=0, text_features=text, device="cpu").fit(
+        X, y
+    )
     zero_shot = ZeroShotClassifier(text_features=text).fit(X, y)
-    np.testing.assert_allclose(tip.decision_function(X_test[:50]),
-                               zero_shot.decision_function(X_test[:50]), atol=1e-3)
+    np.testing.assert_allclose(
+        tip.decision_function(X_test[:50]),
+        zero_shot.decision_function(X_test[:50]),
+        atol=1e-3,
+    )
 
 
 def test_tip_adapter_default_cache_weight_wins_on_held_out_pool_images(load_features):
@@ -68,8 +72,12 @@ def test_tip_adapter_default_cache_weight_wins_on_held_out_pool_images(load_feat
     data = load_features("stanford_cars")
     tip = TipAdapterClassifier(text_features=data["text_features"], device="cpu")
     _, held_out = validation_curve(
-        tip, data["X_train"], data["y_train"], param_name="cache_weight",
-        param_range=[None, 1.0], cv=FewShotSplit(8, n_splits=2, random_state=0),
+        tip,
+        data["X_train"],
+        data["y_train"],
+        param_name="cache_weight",
+        param_range=[None, 1.0],
+        cv=FewShotSplit(8, n_splits=2, random_state=0),
     )
     default, paper = held_out.mean(axis=1)
     assert default > paper + 0.005
@@ -81,8 +89,9 @@ def test_tip_adapter_f_improves_on_the_cache(cars):
     shots, X_test, y_test, text = cars
     X, y = shots(4)
     free = TipAdapterClassifier(text_features=text, device="cpu").fit(X, y)
-    tuned = TipAdapterClassifier(fine_tune=True, text_features=text, device="cpu",
-                                 random_state=0).fit(X, y)
+    tuned = TipAdapterClassifier(
+        fine_tune=True, text_features=text, device="cpu", random_state=0
+    ).fit(X, y)
     losses = tuned.net_.history[:, "train_loss"]
     assert losses[-1] < losses[0]
     assert tuned.score(X_test, y_test) > free.score(X_test, y_test) + 0.01
@@ -97,8 +106,9 @@ def test_tip_adapter_partial_fit_extends_the_cache():
     parts = TipAdapterClassifier(text_features=text, device="cpu").fit(X[:9], y[:9])
     parts.partial_fit(X[9:], y[9:])
     assert parts.cache_labels_.tolist() == y.tolist()
-    np.testing.assert_allclose(parts.decision_function(X), whole.decision_function(X),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        parts.decision_function(X), whole.decision_function(X), rtol=1e-5
+    )
     with pytest.raises(ValueError, match="not seen"):
         parts.partial_fit(X[:2], ["a", "zebra"])
 
@@ -122,7 +132,9 @@ def test_tip_adapter_pickles_small_and_predicts_identically(cars, tmp_path):
     shots, X_test, _, text = cars
     X, y = shots(2)
     tip = TipAdapterClassifier(text_features=text, device="cpu").fit(X, y)
-    sizes = assert_same_outputs_in_fresh_process([(tip, X_test[:20], "predict")], tmp_path)
+    sizes = assert_same_outputs_in_fresh_process(
+        [(tip, X_test[:20], "predict")], tmp_path
+    )
     # Keys (392 x 512 float32) and text rows (twice: parameter and fitted):
     # about 1.6 MB, never CLIP.
     assert sizes[0] < 2_000_000
@@ -136,8 +148,9 @@ def test_gda_is_shrunk_lda(cars):
     lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.3).fit(X, y)
     # Same model: scikit-learn's decision adds log(1/196) to every class.
     np.testing.assert_array_equal(gda.predict(X_test), lda.predict(X_test))
-    np.testing.assert_allclose(gda.predict_proba(X_test[:100]),
-                               lda.predict_proba(X_test[:100]), atol=1e-6)
+    np.testing.assert_allclose(
+        gda.predict_proba(X_test[:100]), lda.predict_proba(X_test[:100]), atol=1e-6
+    )
 
 
 def test_gda_handles_one_shot_where_lda_refuses(cars):
@@ -181,14 +194,18 @@ def test_gda_auto_weight_is_cross_validated_on_the_training_set(cars):
     y_encoded = np.searchsorted(auto.classes_, y)
     correct = np.zeros(len(AUTO_WEIGHTS))
     for train, held_out in folds.split(X, y_encoded):
-        fold = GDAClassifier(discriminant_weight=1.0, text_features=text).fit(X[train], y[train])
+        fold = GDAClassifier(discriminant_weight=1.0, text_features=text).fit(
+            X[train], y[train]
+        )
         zero_shot = fold._zero_shot_logits(X[held_out])
         discriminant = fold._discriminant(X[held_out]) / fold.scale_
         for i, weight in enumerate(AUTO_WEIGHTS):
             predicted = (zero_shot + weight * discriminant).argmax(axis=1)
             correct[i] += np.sum(predicted == y_encoded[held_out])
     assert auto.discriminant_weight_ == AUTO_WEIGHTS[int(np.argmax(correct))]
-    assert 0 < auto.discriminant_weight_ < AUTO_WEIGHTS[-1]  # an interior choice on real features
+    assert (
+        0 < auto.discriminant_weight_ < AUTO_WEIGHTS[-1]
+    )  # an interior choice on real features
 
 
 @pytest.mark.parametrize("n_shots", [1, 2])
@@ -203,7 +220,9 @@ def test_gda_auto_weight_falls_back_below_three_shots(cars, n_shots):
 def test_gda_auto_weight_with_class_names_from_clip():
     # String labels are the prompts: CLIP (the tiny test model) embeds them.
     rng = np.random.default_rng(0)
-    X = np.vstack([rng.normal(mean, 1, (6, 64)) for mean in (0, 2, 4)]).astype(np.float32)
+    X = np.vstack([rng.normal(mean, 1, (6, 64)) for mean in (0, 2, 4)]).astype(
+        np.float32
+    )
     y = np.repeat(["ant", "bee", "wasp"], 6)
     gda = GDAClassifier(discriminant_weight="auto", **TINY).fit(X, y)
     assert gda.text_features_.shape == (3, 64)
@@ -243,15 +262,16 @@ def test_zs_linear_probe_beats_zero_shot_and_plain_probe(cars):
 def test_zs_linear_probe_with_a_strong_pull_stays_zero_shot(cars):
     shots, X_test, _, text = cars
     X, y = shots(2)
-    probe = ZSLinearProbeClassifier(alpha=1e6, text_features=text, device="cpu",
-                                    random_state=0).fit(X, y)
+    probe = ZSLinearProbeClassifier(
+        alpha=1e6, text_features=text, device="cpu", random_state=0
+    ).fit(X, y)
     np.testing.assert_allclose(probe.coef_, text, atol=1e-3)
     zero_shot = ZeroShotClassifier(text_features=text).fit(X, y)
     agree = (probe.predict(X_test) == zero_shot.predict(X_test)).mean()
     assert agree > 0.99
 
 
-# -- FewShotSplit ------------------------------------------------------------------------
+# -- FewShotSplit --------------------------------------------------------------
 def test_few_shot_split_draws_k_per_class_and_validates_on_the_rest():
     y = np.repeat(["a", "b", "c"], [5, 6, 7])
     cv = FewShotSplit(n_shots=2, n_splits=3, random_state=0)
@@ -278,8 +298,10 @@ def test_grid_search_with_few_shot_split_on_real_features(cars):
     split = FewShotSplit(n_shots=2, n_splits=2, random_state=0)
     search = GridSearchCV(GDAClassifier(), {"shrinkage": candidates}, cv=split)
     search.fit(X, y)
-    by_hand = [cross_val_score(GDAClassifier(shrinkage=s), X, y, cv=split).mean()
-               for s in candidates]
+    by_hand = [
+        cross_val_score(GDAClassifier(shrinkage=s), X, y, cv=split).mean()
+        for s in candidates
+    ]
     np.testing.assert_allclose(search.cv_results_["mean_test_score"], by_hand)
     assert search.best_params_["shrinkage"] == candidates[int(np.argmax(by_hand))]
     assert np.std(by_hand) > 0

@@ -32,7 +32,9 @@ def test_local_checkpoint_path_loads_those_weights(tmp_path):
     torch.save(source.state_dict(), path)
     loaded = load_clip(TINY["model"], pretrained=path, device="cpu").model
     assert loaded is not source
-    for (name, a), (_, b) in zip(source.state_dict().items(), loaded.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        source.state_dict().items(), loaded.state_dict().items()
+    ):
         assert torch.equal(a, b), name
 
 
@@ -79,8 +81,9 @@ def test_tiny_config_is_registered_in_fresh_worker_processes():
         "    return 'sklearn-clip-tiny' in open_clip.list_models()\n"
         "print(Parallel(n_jobs=2, backend='loky')(delayed(f)(i) for i in range(2)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[True, True]"
 
 
@@ -91,7 +94,11 @@ def test_random_weights_are_the_same_in_every_process():
         "m = sklearn_clip.load_clip('sklearn-clip-tiny', None, 'cpu').model\n"
         "print(float(sum(p.double().sum() for p in m.parameters())))\n"
     )
-    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     here = float(sum(p.double().sum() for p in load_clip(**TINY).model.parameters()))
     assert float(out.stdout) == here

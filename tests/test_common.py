@@ -20,9 +20,7 @@ from .conftest import TINY, hashed_class_text
 
 # The stand-in text is unrelated to the checks' data, so the model-mismatch
 # guard rightly fires; it is tested on its own in test_contract.py.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::sklearn_clip.CLIPModelMismatchWarning"
-)
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn_clip.CLIPModelMismatchWarning")
 
 # The text-based estimators get their class text from a callable, as a user
 # with a text encoder of their own would give it: the checks fit on unnamed
@@ -67,28 +65,35 @@ def _expected_failed_checks(estimator):
     name = type(estimator).__name__
     failures = {
         "LinearProbeClassifier": {
-            "check_sample_weight_equivalence_on_dense_data":
-                _FLOAT32_STEPS.format("L-BFGS steps"),
+            "check_sample_weight_equivalence_on_dense_data": _FLOAT32_STEPS.format(
+                "L-BFGS steps"
+            ),
         },
         "AttentionProbeClassifier": {
-            "check_sample_weight_equivalence_on_dense_data":
-                _FLOAT32_STEPS.format("AdamW steps"),
+            "check_sample_weight_equivalence_on_dense_data": _FLOAT32_STEPS.format(
+                "AdamW steps"
+            ),
             "check_class_weight_classifiers": _ZERO_START.format("25 AdamW steps"),
         },
         "CLIPAdapterClassifier": {
             "check_classifiers_train": _TEXT_LOGITS,
-            "check_sample_weight_equivalence_on_dense_data":
-                _FLOAT32_STEPS.format("shuffled mini-batches, which repeated rows change,"),
-            "check_class_weight_classifiers": _ZERO_START.format("30 epochs of a residual adapter"),
+            "check_sample_weight_equivalence_on_dense_data": _FLOAT32_STEPS.format(
+                "shuffled mini-batches, which repeated rows change,"
+            ),
+            "check_class_weight_classifiers": _ZERO_START.format(
+                "30 epochs of a residual adapter"
+            ),
         },
         "TipAdapterClassifier": {
             "check_classifiers_train": _TEXT_LOGITS,
-            "check_sample_weight_equivalence_on_dense_data":
-                _FLOAT32_STEPS.format("float32 cache sums (training-free)"),
+            "check_sample_weight_equivalence_on_dense_data": _FLOAT32_STEPS.format(
+                "float32 cache sums (training-free)"
+            ),
         },
         "ZSLinearProbeClassifier": {
-            "check_sample_weight_equivalence_on_dense_data":
-                _FLOAT32_STEPS.format("L-BFGS steps"),
+            "check_sample_weight_equivalence_on_dense_data": _FLOAT32_STEPS.format(
+                "L-BFGS steps"
+            ),
         },
     }.get(name, {})
     if name == "GDAClassifier" and estimator.text_features is not None:

@@ -44,6 +44,7 @@ def cars(load_features):
 
 # -- a last mini-batch of one row ---------------------------------------------
 
+
 @pytest.mark.parametrize(
     "head, n_samples",
     [
@@ -51,8 +52,12 @@ def cars(load_features):
         (LinearProbeClassifier(solver="adamw", batch_size=32), 33),
         (LinearProbeClassifier(solver="adamw", batch_size=32), 129),
         (AttentionProbeClassifier(batch_size=32, text_features=np.eye(3, 16)), 33),
-        (TipAdapterClassifier(fine_tune=True, batch_size=32,
-                              text_features=np.eye(3, 16)), 33),
+        (
+            TipAdapterClassifier(
+                fine_tune=True, batch_size=32, text_features=np.eye(3, 16)
+            ),
+            33,
+        ),
     ],
     ids=lambda p: str(p) if isinstance(p, int) else type(p).__name__,
 )
@@ -88,12 +93,17 @@ def test_full_batch_norm_predicts_training_data_as_trained():
         (X_tensor - X_tensor.mean(0))
         / torch.sqrt(X_tensor.var(0, unbiased=False) + module.norm.eps)
     )
-    np.testing.assert_allclose(probe.decision_function(X), (expected[:, 1] - expected[:, 0])
-                               .detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        probe.decision_function(X),
+        (expected[:, 1] - expected[:, 0]).detach().numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert probe.score(X, y) == 1.0
 
 
 # -- a parameter set takes effect or warns ---------------------------------------
+
 
 def test_gda_uses_text_features_when_given(cars):
     train = few_shot_indices(cars["y_train"], 1, random_state=0)
@@ -122,14 +132,24 @@ def test_gda_refit_without_text_drops_the_text_state(cars):
     "estimator, match",
     [
         (GDAClassifier(templates="imagenet"), "templates has no effect in image-only"),
-        (ZeroShotClassifier(text_features=np.eye(3, 16), class_names=["a", "b", "c"]),
-         "class_names has no effect when text_features is given"),
-        (TipAdapterClassifier(text_features=np.eye(3, 16), lr=0.1, max_epochs=5),
-         "lr, max_epochs have no effect without fine_tune=True"),
-        (AttentionProbeClassifier(text_features=np.eye(3, 16), logit_scale=50.0),
-         "logit_scale has no effect on the attention probe"),
-        (LinearProbeClassifier(validation_fraction=0.3),
-         "validation_fraction has no effect unless early_stopping=True"),
+        (
+            ZeroShotClassifier(
+                text_features=np.eye(3, 16), class_names=["a", "b", "c"]
+            ),
+            "class_names has no effect when text_features is given",
+        ),
+        (
+            TipAdapterClassifier(text_features=np.eye(3, 16), lr=0.1, max_epochs=5),
+            "lr, max_epochs have no effect without fine_tune=True",
+        ),
+        (
+            AttentionProbeClassifier(text_features=np.eye(3, 16), logit_scale=50.0),
+            "logit_scale has no effect on the attention probe",
+        ),
+        (
+            LinearProbeClassifier(validation_fraction=0.3),
+            "validation_fraction has no effect unless early_stopping=True",
+        ),
     ],
     ids=lambda p: type(p).__name__ if not isinstance(p, str) else "",
 )
@@ -148,13 +168,17 @@ def test_defaults_fit_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warnings.simplefilter("ignore", CLIPModelMismatchWarning)
-        for estimator in [GDAClassifier(), LinearProbeClassifier(device="cpu"),
-                          TipAdapterClassifier(text_features=text, device="cpu"),
-                          ZSLinearProbeClassifier(text_features=text, device="cpu")]:
+        for estimator in [
+            GDAClassifier(),
+            LinearProbeClassifier(device="cpu"),
+            TipAdapterClassifier(text_features=text, device="cpu"),
+            ZSLinearProbeClassifier(text_features=text, device="cpu"),
+        ]:
             estimator.fit(X, y)
 
 
 # -- model mismatch -------------------------------------------------------------
+
 
 def test_matching_text_does_not_warn_and_other_models_text_does(cars):
     train = few_shot_indices(cars["y_train"], 2, random_state=0)
@@ -165,9 +189,13 @@ def test_matching_text_does_not_warn_and_other_models_text_does(cars):
         ZeroShotClassifier(text_features=text).fit(X, y)
     # Text of "another model": the same classes in an unrelated space.
     other = np.random.default_rng(0).normal(size=text.shape)
-    for head in [ZeroShotClassifier(text_features=other),
-                 TipAdapterClassifier(text_features=other, device="cpu")]:
-        with pytest.warns(CLIPModelMismatchWarning, match="chance level.*text_features"):
+    for head in [
+        ZeroShotClassifier(text_features=other),
+        TipAdapterClassifier(text_features=other, device="cpu"),
+    ]:
+        with pytest.warns(
+            CLIPModelMismatchWarning, match="chance level.*text_features"
+        ):
             head.fit(X, y)
 
 
@@ -194,12 +222,16 @@ def test_make_clip_pipeline_puts_featurizer_and_head_on_one_model():
     assert clip.batch_size == 8 and clip.device == "cpu"
     with pytest.raises(ValueError, match="takes images"):
         from sklearn_clip import VisualPromptClassifier
+
         make_clip_pipeline(VisualPromptClassifier())
 
 
 # -- messages --------------------------------------------------------------------
 
-@pytest.mark.parametrize("estimator", [GDAClassifier(), LinearProbeClassifier(device="cpu")])
+
+@pytest.mark.parametrize(
+    "estimator", [GDAClassifier(), LinearProbeClassifier(device="cpu")]
+)
 def test_mixed_label_types_name_the_types(estimator):
     X, _ = _blobs(6)
     y = np.array([np.int64(1), "a", "b", np.int64(1), "a", "b"], dtype=object)
@@ -214,6 +246,7 @@ def test_early_stopping_with_one_sample_per_class_names_the_parameters():
 
 
 # -- versioned pickles -------------------------------------------------------------
+
 
 def test_pickles_record_the_version(monkeypatch):
     X, y = _blobs(30)
@@ -247,8 +280,11 @@ def test_unfitted_pickles_load_without_fitted_attributes():
     assert clf.alpha == 2.0
 
 
-@pytest.mark.parametrize("head", [TipAdapterClassifier(), CLIPAdapterClassifier(random_state=0)],
-                         ids=lambda head: type(head).__name__)
+@pytest.mark.parametrize(
+    "head",
+    [TipAdapterClassifier(), CLIPAdapterClassifier(random_state=0)],
+    ids=lambda head: type(head).__name__,
+)
 def test_text_logit_heads_pass_the_training_accuracy_bar_on_real_features(cars, head):
     # test_common.py expects check_classifiers_train (training accuracy
     # > 0.83) to fail for these two only because the checks' stand-in text is
@@ -261,6 +297,7 @@ def test_text_logit_heads_pass_the_training_accuracy_bar_on_real_features(cars, 
 
 # -- sample weights, class weights, log-probabilities -------------------------------
 
+
 def _repeated(X, y, weights):
     return np.repeat(X, weights, axis=0), np.repeat(y, weights)
 
@@ -271,10 +308,18 @@ def _repeated(X, y, weights):
         (lambda: GDAClassifier(), 1e-9),
         (lambda: TipAdapterClassifier(text_features=np.eye(3, 16), device="cpu"), 1e-5),
         (lambda: LinearProbeClassifier(device="cpu", random_state=0), 1e-3),
-        (lambda: AttentionProbeClassifier(text_features=np.eye(3, 16), device="cpu",
-                                          random_state=0), 2e-3),
-        (lambda: ZSLinearProbeClassifier(text_features=np.eye(3, 16), device="cpu",
-                                         random_state=0), 2e-3),
+        (
+            lambda: AttentionProbeClassifier(
+                text_features=np.eye(3, 16), device="cpu", random_state=0
+            ),
+            2e-3,
+        ),
+        (
+            lambda: ZSLinearProbeClassifier(
+                text_features=np.eye(3, 16), device="cpu", random_state=0
+            ),
+            2e-3,
+        ),
     ],
     ids=["GDA", "Tip-Adapter", "linear probe", "attention probe", "ZS linear probe"],
 )
@@ -297,16 +342,23 @@ def test_tip_adapter_partial_fit_weights_new_cache_entries():
     tip = TipAdapterClassifier(text_features=text, device="cpu").fit(X[:20], y[:20])
     tip.partial_fit(X[20:], y[20:], sample_weight=np.full(10, 2.0))
     repeated = TipAdapterClassifier(text_features=text, device="cpu").fit(
-        np.vstack([X[:20], X[20:], X[20:]]), np.concatenate([y[:20], y[20:], y[20:]]))
-    np.testing.assert_allclose(tip.predict_proba(X), repeated.predict_proba(X), atol=1e-5)
+        np.vstack([X[:20], X[20:], X[20:]]), np.concatenate([y[:20], y[20:], y[20:]])
+    )
+    np.testing.assert_allclose(
+        tip.predict_proba(X), repeated.predict_proba(X), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
     "make",
     [
         lambda text: LinearProbeClassifier(device="cpu", random_state=0),
-        lambda text: AttentionProbeClassifier(text_features=text, device="cpu", random_state=0),
-        lambda text: CLIPAdapterClassifier(text_features=text, device="cpu", random_state=0),
+        lambda text: AttentionProbeClassifier(
+            text_features=text, device="cpu", random_state=0
+        ),
+        lambda text: CLIPAdapterClassifier(
+            text_features=text, device="cpu", random_state=0
+        ),
     ],
     ids=["linear probe", "attention probe", "CLIP-Adapter"],
 )
@@ -315,17 +367,24 @@ def test_balanced_class_weight_helps_on_imbalanced_real_features(cars, make):
 
     # 20 classes of stanford_cars: ten with 10 images, ten with 1 (10:1).
     rng = np.random.default_rng(0)
-    rows = np.concatenate([
-        rng.choice(np.flatnonzero(cars["y_train"] == c), 10 if c < 10 else 1, replace=False)
-        for c in range(20)
-    ])
+    rows = np.concatenate(
+        [
+            rng.choice(
+                np.flatnonzero(cars["y_train"] == c), 10 if c < 10 else 1, replace=False
+            )
+            for c in range(20)
+        ]
+    )
     X, y = cars["X_train"][rows], cars["y_train"][rows]
     test = cars["y_test"] < 20
     text = cars["text_features"][:20]
     scores = [
         balanced_accuracy_score(
             cars["y_test"][test],
-            make(text).set_params(class_weight=weight).fit(X, y).predict(cars["X_test"][test]),
+            make(text)
+            .set_params(class_weight=weight)
+            .fit(X, y)
+            .predict(cars["X_test"][test]),
         )
         for weight in (None, "balanced")
     ]
@@ -335,13 +394,15 @@ def test_balanced_class_weight_helps_on_imbalanced_real_features(cars, make):
 def test_class_weight_dict_is_applied_per_label():
     X, y = _blobs(30)
     labels = np.array(["ant", "bee", "wasp"])[y]
-    by_dict = LinearProbeClassifier(device="cpu", random_state=0,
-                                    class_weight={"ant": 3.0, "bee": 1.0, "wasp": 1.0})
+    by_dict = LinearProbeClassifier(
+        device="cpu", random_state=0, class_weight={"ant": 3.0, "bee": 1.0, "wasp": 1.0}
+    )
     by_weights = LinearProbeClassifier(device="cpu", random_state=0)
     np.testing.assert_allclose(
         by_dict.fit(X, labels).predict_proba(X),
-        by_weights.fit(X, labels, sample_weight=np.where(labels == "ant", 3.0, 1.0))
-        .predict_proba(X),
+        by_weights.fit(
+            X, labels, sample_weight=np.where(labels == "ant", 3.0, 1.0)
+        ).predict_proba(X),
         atol=1e-6,
     )
 
@@ -349,11 +410,15 @@ def test_class_weight_dict_is_applied_per_label():
 @pytest.mark.filterwarnings("ignore::sklearn_clip.CLIPModelMismatchWarning")
 def test_predict_log_proba_is_the_log_of_predict_proba():
     X, y = _blobs(30)
-    for clf in [GDAClassifier(), ZeroShotClassifier(text_features=np.eye(3, 16)),
-                LinearProbeClassifier(device="cpu")]:
+    for clf in [
+        GDAClassifier(),
+        ZeroShotClassifier(text_features=np.eye(3, 16)),
+        LinearProbeClassifier(device="cpu"),
+    ]:
         clf.fit(X, y)
-        np.testing.assert_allclose(np.exp(clf.predict_log_proba(X)), clf.predict_proba(X),
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            np.exp(clf.predict_log_proba(X)), clf.predict_proba(X), atol=1e-12
+        )
 
 
 def test_at_most_ten_expected_failures_across_all_estimators():

@@ -44,9 +44,12 @@ def test_photo_with_space_in_name_and_small_images(featurizer, photo_set):
 
 def test_batch_size_and_workers_do_not_change_results(photo_set):
     paths = [p for p, _, _ in photo_set("cifar10")[:10]]
-    reference = CLIPFeaturizer(**TINY, batch_size=10, progress=False).fit_transform(paths)
-    other = CLIPFeaturizer(**TINY, batch_size=3, num_workers=2,
-                           progress=False).fit_transform(paths)
+    reference = CLIPFeaturizer(**TINY, batch_size=10, progress=False).fit_transform(
+        paths
+    )
+    other = CLIPFeaturizer(
+        **TINY, batch_size=3, num_workers=2, progress=False
+    ).fit_transform(paths)
     np.testing.assert_allclose(reference, other, atol=1e-5)
 
 
@@ -90,8 +93,16 @@ def test_every_bad_item_is_named_in_one_error(featurizer, tmp_path, monkeypatch)
     indices = [index for index, _, _ in info.value.failures]
     assert indices == [1, 2, 3, 4, 5, 6, 8]
     message = str(info.value)
-    for needle in ("missing.jpg", "does not exist", "directory", "empty",
-                   "not an image", "NaN", "unsupported input type", "bomb"):
+    for needle in (
+        "missing.jpg",
+        "does not exist",
+        "directory",
+        "empty",
+        "not an image",
+        "NaN",
+        "unsupported input type",
+        "bomb",
+    ):
         assert needle in message, needle
 
 

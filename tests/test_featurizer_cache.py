@@ -47,8 +47,9 @@ def count_forwards(monkeypatch):
 
 
 def make(tmp_path, **params):
-    return CLIPFeaturizer(**TINY, batch_size=4, num_workers=0,
-                          cache_dir=tmp_path / "cache", **params)
+    return CLIPFeaturizer(
+        **TINY, batch_size=4, num_workers=0, cache_dir=tmp_path / "cache", **params
+    )
 
 
 def test_warm_run_is_served_from_the_cache(photos, tmp_path, count_forwards):
@@ -98,8 +99,9 @@ def test_interrupted_run_resumes_without_partial_rows(photos, tmp_path, count_fo
     count_forwards["fail_after"] = None
     resumed = make(tmp_path).fit_transform(photos)
     assert count_forwards["images"] == len(photos)  # 8 before + only the 4 missing
-    np.testing.assert_allclose(resumed, CLIPFeaturizer(**TINY).fit_transform(photos),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        resumed, CLIPFeaturizer(**TINY).fit_transform(photos), atol=1e-6
+    )
 
 
 def test_rows_of_the_wrong_length_are_never_returned(photos, tmp_path, count_forwards):
@@ -113,15 +115,17 @@ def test_rows_of_the_wrong_length_are_never_returned(photos, tmp_path, count_for
 
 def _embed_part(cache_dir, paths):
     warnings.simplefilter("ignore")
-    return CLIPFeaturizer(**TINY, batch_size=2, num_workers=0,
-                          cache_dir=cache_dir).fit_transform(paths)
+    return CLIPFeaturizer(
+        **TINY, batch_size=2, num_workers=0, cache_dir=cache_dir
+    ).fit_transform(paths)
 
 
 def test_processes_write_one_cache_at_once(photos, tmp_path):
     cache_dir = str(tmp_path / "cache")
     halves = [photos[0::2], photos[1::2]]
     parts = joblib.Parallel(n_jobs=2, backend="loky")(
-        joblib.delayed(_embed_part)(cache_dir, half) for half in halves)
+        joblib.delayed(_embed_part)(cache_dir, half) for half in halves
+    )
     with sqlite3.connect(tmp_path / "cache" / "embeddings.sqlite") as db:
         (stored,) = db.execute("SELECT COUNT(*) FROM checked_embeddings").fetchone()
     assert stored == len(photos)
@@ -131,8 +135,13 @@ def test_processes_write_one_cache_at_once(photos, tmp_path):
 
 
 def test_repeated_inputs_are_embedded_once(photos, tmp_path, count_forwards):
-    items = [photos[0], photos[1], photos[0], np.zeros((8, 8, 3), np.uint8),
-             np.zeros((8, 8, 3), np.uint8)]
+    items = [
+        photos[0],
+        photos[1],
+        photos[0],
+        np.zeros((8, 8, 3), np.uint8),
+        np.zeros((8, 8, 3), np.uint8),
+    ]
     X = make(tmp_path).fit_transform(items)
     assert count_forwards["images"] == 3
     np.testing.assert_array_equal(X[0], X[2])
@@ -140,8 +149,12 @@ def test_repeated_inputs_are_embedded_once(photos, tmp_path, count_forwards):
 
 
 def test_on_error_nan_keeps_rows_and_names_the_bad_items(photos, tmp_path):
-    items = [photos[0], str(tmp_path / "missing.jpg"), photos[1],
-             np.full((4, 4, 3), np.nan)]
+    items = [
+        photos[0],
+        str(tmp_path / "missing.jpg"),
+        photos[1],
+        np.full((4, 4, 3), np.nan),
+    ]
     with pytest.raises(ImageLoadError, match="2 of 4"):
         CLIPFeaturizer(**TINY).fit_transform(items)
     with pytest.warns(UserWarning, match="missing.jpg") as record:
@@ -176,17 +189,21 @@ def test_memmap_output(photos, tmp_path):
     assert isinstance(X, np.memmap)
     files = list((tmp_path / "out").glob("*.npy"))
     assert len(files) == 1
-    np.testing.assert_allclose(np.load(files[0]), CLIPFeaturizer(**TINY).fit_transform(photos),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(files[0]), CLIPFeaturizer(**TINY).fit_transform(photos), atol=1e-6
+    )
 
 
-@pytest.mark.parametrize("item, reason", [
-    (np.full((4, 4, 3), np.inf, np.float32), "NaN or infinite"),
-    (np.full((4, 4, 3), 2.0), r"values in \[0, 1\]"),
-    (np.zeros((0, 4, 3), np.uint8), "zero size"),
-    (np.zeros((4, 4, 3), np.int64), "dtype int64"),
-    (np.zeros((4, 4, 2), np.uint8), "shape"),
-])
+@pytest.mark.parametrize(
+    "item, reason",
+    [
+        (np.full((4, 4, 3), np.inf, np.float32), "NaN or infinite"),
+        (np.full((4, 4, 3), 2.0), r"values in \[0, 1\]"),
+        (np.zeros((0, 4, 3), np.uint8), "zero size"),
+        (np.zeros((4, 4, 3), np.int64), "dtype int64"),
+        (np.zeros((4, 4, 2), np.uint8), "shape"),
+    ],
+)
 def test_bad_arrays_are_named(item, reason):
     with pytest.raises(ImageLoadError, match=reason):
         CLIPFeaturizer(**TINY).fit_transform([np.zeros((4, 4, 3), np.uint8), item])
@@ -196,8 +213,9 @@ def test_float_arrays_in_unit_range_are_images():
     image = np.random.default_rng(0).random((16, 16, 3))
     as_uint8 = (image * 255 + 0.5).astype(np.uint8)
     featurizer = CLIPFeaturizer(**TINY)
-    np.testing.assert_array_equal(featurizer.fit_transform([image]),
-                                  featurizer.transform([as_uint8]))
+    np.testing.assert_array_equal(
+        featurizer.fit_transform([image]), featurizer.transform([as_uint8])
+    )
 
 
 def test_image_over_the_pixel_limit_is_refused(tmp_path, monkeypatch):

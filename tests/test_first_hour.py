@@ -28,9 +28,16 @@ from sklearn_clip import (
 from .conftest import TINY
 
 ESTIMATORS = [
-    AttentionProbeClassifier, CLIPAdapterClassifier, CLIPFeaturizer, GDAClassifier,
-    LinearProbeClassifier, TipAdapterClassifier, VisualPromptClassifier,
-    ZeroShotClassifier, ZeroShotLogits, ZSLinearProbeClassifier,
+    AttentionProbeClassifier,
+    CLIPAdapterClassifier,
+    CLIPFeaturizer,
+    GDAClassifier,
+    LinearProbeClassifier,
+    TipAdapterClassifier,
+    VisualPromptClassifier,
+    ZeroShotClassifier,
+    ZeroShotLogits,
+    ZSLinearProbeClassifier,
 ]
 
 
@@ -82,8 +89,9 @@ def test_few_shot_warning_prints_plain_labels():
 def test_verbose_training_log_has_no_colour_codes_outside_a_terminal(capsys):
     X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
     y = np.arange(40) % 2
-    LinearProbeClassifier(verbose=1, device="cpu", early_stopping=True,
-                          validation_fraction=0.25).fit(X, y)
+    LinearProbeClassifier(
+        verbose=1, device="cpu", early_stopping=True, validation_fraction=0.25
+    ).fit(X, y)
     printed = capsys.readouterr().out
     assert "train_loss" in printed and "\x1b[" not in printed
 
@@ -106,11 +114,15 @@ def test_pickle_sizes_match_the_documented_ones(cars):
     budget = {  # documented content; 64 kB for everything small besides it
         "zero-shot": (ZeroShotClassifier(text_features=text), class_text),
         "GDA": (GDAClassifier(), 2 * n_classes * dim * 8),
-        "Tip-Adapter": (TipAdapterClassifier(text_features=text, device="cpu"),
-                        class_text + len(X) * dim * floats),
+        "Tip-Adapter": (
+            TipAdapterClassifier(text_features=text, device="cpu"),
+            class_text + len(X) * dim * floats,
+        ),
         "linear probe": (LinearProbeClassifier(device="cpu"), n_classes * dim * floats),
-        "CLIP-Adapter": (CLIPAdapterClassifier(text_features=text, device="cpu"),
-                         class_text + 2 * dim * dim // 4 * floats),
+        "CLIP-Adapter": (
+            CLIPAdapterClassifier(text_features=text, device="cpu"),
+            class_text + 2 * dim * dim // 4 * floats,
+        ),
     }
     for name, (estimator, documented) in budget.items():
         if estimator.get_params().get("text_features") is not None:
@@ -124,6 +136,7 @@ def test_importing_the_package_does_not_load_torch():
     import subprocess
 
     code = "import sys, sklearn_clip; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"

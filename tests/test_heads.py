@@ -1,4 +1,3 @@
-
 import joblib
 import numpy as np
 import pytest
@@ -27,8 +26,13 @@ def cars(load_features):
     """A 4-shot training set and the test split of real stanford_cars features."""
     data = load_features("stanford_cars")
     train = few_shot_indices(data["y_train"], 4, random_state=0)
-    return (data["X_train"][train], data["y_train"][train], data["X_test"],
-            data["y_test"], data["text_features"])
+    return (
+        data["X_train"][train],
+        data["y_train"][train],
+        data["X_test"],
+        data["y_test"],
+        data["text_features"],
+    )
 
 
 def _heads(text):
@@ -58,11 +62,14 @@ def test_training_loss_decreases(cars):
         assert losses[-1] < losses[0], type(head).__name__
 
 
-@pytest.mark.parametrize("make_labels", [
-    lambda y: np.array([f"car {v}" for v in y], dtype=object),
-    lambda y: y * 7 + 3,                   # non-contiguous integers
-    lambda y: y.astype(np.int32),
-])
+@pytest.mark.parametrize(
+    "make_labels",
+    [
+        lambda y: np.array([f"car {v}" for v in y], dtype=object),
+        lambda y: y * 7 + 3,  # non-contiguous integers
+        lambda y: y.astype(np.int32),
+    ],
+)
 def test_any_labels_round_trip(cars, make_labels):
     X, y, X_test, y_test, text = cars
     keep = y < 5
@@ -83,19 +90,30 @@ def test_same_seed_same_model_and_caller_rng_untouched(cars):
     torch.manual_seed(123)
     expected = torch.rand(1)
     torch.manual_seed(123)
-    a = CLIPAdapterClassifier(text_features=text, random_state=5, device="cpu").fit(X, y)
+    a = CLIPAdapterClassifier(text_features=text, random_state=5, device="cpu").fit(
+        X, y
+    )
     assert torch.rand(1) == expected  # fit did not consume the global RNG
-    b = CLIPAdapterClassifier(text_features=text, random_state=5, device="cpu").fit(X, y)
+    b = CLIPAdapterClassifier(text_features=text, random_state=5, device="cpu").fit(
+        X, y
+    )
     np.testing.assert_array_equal(a.predict_proba(X_test), b.predict_proba(X_test))
 
 
 def test_early_stopping_holds_out_a_seeded_fraction(cars):
     X, y, _, _, _ = cars
     # A large step overfits 3 shots per class within a few epochs.
-    head = LinearProbeClassifier(solver="adamw", lr=0.1, alpha=0.0, max_epochs=200,
-                                 early_stopping=True, validation_fraction=0.25,
-                                 n_iter_no_change=3, random_state=0,
-                                 device="cpu").fit(X, y)
+    head = LinearProbeClassifier(
+        solver="adamw",
+        lr=0.1,
+        alpha=0.0,
+        max_epochs=200,
+        early_stopping=True,
+        validation_fraction=0.25,
+        n_iter_no_change=3,
+        random_state=0,
+        device="cpu",
+    ).fit(X, y)
     valid = head.net_.history[:, "valid_loss"]
     assert len(valid) < 200
     assert min(valid) < valid[-1]  # stopped after the validation loss rose
@@ -103,8 +121,9 @@ def test_early_stopping_holds_out_a_seeded_fraction(cars):
 
 def test_warm_start_and_partial_fit_continue_training(cars):
     X, y, _, _, _ = cars
-    head = LinearProbeClassifier(warm_start=True, max_epochs=1, random_state=0,
-                                 device="cpu")
+    head = LinearProbeClassifier(
+        warm_start=True, max_epochs=1, random_state=0, device="cpu"
+    )
     head.fit(X, y)
     head.fit(X, y)
     assert len(head.net_.history) == 2
@@ -128,7 +147,9 @@ def test_adapter_predicts_over_new_class_names():
 
     text = encode_class_names(names, **TINY)
     rng = np.random.default_rng(0)
-    X = (np.repeat(text, 5, axis=0) + 0.02 * rng.normal(size=(20, 64))).astype(np.float32)
+    X = (np.repeat(text, 5, axis=0) + 0.02 * rng.normal(size=(20, 64))).astype(
+        np.float32
+    )
     y = np.repeat(names, 5)
     seen = np.isin(y, ["ant", "bee"])
     # Without BatchNorm: statistics of 2 tight classes would distort the rest.
@@ -149,12 +170,15 @@ def test_adapter_on_new_real_classes_stays_near_zero_shot(cars):
     X, y, X_test, y_test, text = cars
     base, novel = y % 2 == 0, y_test % 2 == 1  # fit on 98 classes, test on the others
     novel_names, novel_text = np.arange(1, 196, 2), text[1::2]
-    zero_shot = ZeroShotClassifier(text_features=novel_text).fit(novel_text, novel_names)
+    zero_shot = ZeroShotClassifier(text_features=novel_text).fit(
+        novel_text, novel_names
+    )
     zero_shot = zero_shot.score(X_test[novel], y_test[novel])
     scores = {}
     for batch_norm in (True, False):
-        adapter = CLIPAdapterClassifier(text_features=text[::2], batch_norm=batch_norm,
-                                        random_state=0, device="cpu")
+        adapter = CLIPAdapterClassifier(
+            text_features=text[::2], batch_norm=batch_norm, random_state=0, device="cpu"
+        )
         adapter.fit(X[base], y[base])
         wider = adapter.with_classes(novel_names, text_features=novel_text)
         scores[batch_norm] = wider.score(X_test[novel], y_test[novel])
@@ -171,10 +195,14 @@ def test_image_plus_logits_pipeline(cars):
     assert features.shape == (len(X_test), 512 + 196)
     assert logits.get_feature_names_out()[-1] == "logit_195"
     zero_shot = ZeroShotClassifier(text_features=text).fit(X, y)
-    np.testing.assert_allclose(features[:, 512:], zero_shot.decision_function(X_test),
-                               rtol=1e-5)
-    pipe = make_pipeline(ZeroShotLogits(text_features=text), StandardScaler(),
-                         LogisticRegression(max_iter=1000))
+    np.testing.assert_allclose(
+        features[:, 512:], zero_shot.decision_function(X_test), rtol=1e-5
+    )
+    pipe = make_pipeline(
+        ZeroShotLogits(text_features=text),
+        StandardScaler(),
+        LogisticRegression(max_iter=1000),
+    )
     only = ZeroShotLogits(append=False, text_features=text).fit(X, y)
     assert only.transform(X_test).shape == (len(X_test), 196)
     assert pipe.fit(X, y).score(X_test, y_test) > 0.5
@@ -182,7 +210,9 @@ def test_image_plus_logits_pipeline(cars):
 
 def test_featurizer_pipeline_and_grid_search_on_photos(photo_set):
     train = [r for r in photo_set("hymenoptera") if r[2] == "train"]
-    rows = [r for r in train if r[1] == "ant"][:20] + [r for r in train if r[1] == "bee"][:20]
+    rows = [r for r in train if r[1] == "ant"][:20] + [
+        r for r in train if r[1] == "bee"
+    ][:20]
     paths = [p for p, _, _ in rows]
     labels = np.array([label for _, label, _ in rows])
     X = CLIPFeaturizer(**TINY, progress=False).fit_transform(paths)
@@ -194,8 +224,12 @@ def test_featurizer_pipeline_and_grid_search_on_photos(photo_set):
     ).fit(X, labels)
     # The search picks the candidate that wins on the validation folds.
     by_hand = [
-        cross_val_score(AttentionProbeClassifier(**TINY, random_state=0, **params),
-                        X, labels, cv=folds).mean()
+        cross_val_score(
+            AttentionProbeClassifier(**TINY, random_state=0, **params),
+            X,
+            labels,
+            cv=folds,
+        ).mean()
         for params in grid.cv_results_["params"]
     ]
     np.testing.assert_allclose(grid.cv_results_["mean_test_score"], by_hand)
@@ -203,11 +237,17 @@ def test_featurizer_pipeline_and_grid_search_on_photos(photo_set):
     assert set(grid.predict(X)) <= {"ant", "bee"}
     for head, grid_params in [
         (LinearProbeClassifier(random_state=0), {"batch_norm": [True, False]}),
-        (CLIPAdapterClassifier(**TINY, random_state=0), {"reduction": [2, 4], "lr": [1e-3, 1e-2]}),
+        (
+            CLIPAdapterClassifier(**TINY, random_state=0),
+            {"reduction": [2, 4], "lr": [1e-3, 1e-2]},
+        ),
     ]:
         pipe = make_pipeline(CLIPFeaturizer(**TINY, progress=False), head)
-        search = GridSearchCV(pipe, {f"{type(head).__name__.lower()}__{k}": v
-                                     for k, v in grid_params.items()}, cv=2)
+        search = GridSearchCV(
+            pipe,
+            {f"{type(head).__name__.lower()}__{k}": v for k, v in grid_params.items()},
+            cv=2,
+        )
         search.fit(paths, labels)
         assert search.predict(paths[:3]).shape == (3,)
 
@@ -221,5 +261,6 @@ def test_clone_is_cheap_and_pickles_are_small_and_portable(cars, tmp_path):
         assert joblib.hash(copy.get_params()) == joblib.hash(head.get_params())
         assert not hasattr(copy, "net_")
     sizes = assert_same_outputs_in_fresh_process(
-        [(head, X_test[:50], "predict_proba") for head in heads], tmp_path)
+        [(head, X_test[:50], "predict_proba") for head in heads], tmp_path
+    )
     assert max(sizes) < 5_000_000  # head weights + text rows only

@@ -50,7 +50,11 @@ def test_exif_orientation_is_honoured(tmp_path):
 def test_arrays():
     assert load_image(np.zeros((5, 7), np.uint8)).size == (7, 5)
     assert load_image(np.zeros((5, 7, 1), np.uint8)).size == (7, 5)
-    assert load_image(np.ones((5, 7, 3), np.float32)).getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(np.ones((5, 7, 3), np.float32)).getpixel((0, 0)) == (
+        255,
+        255,
+        255,
+    )
     with pytest.raises(ValueError, match="uint8"):
         load_image(np.zeros((5, 7, 3), np.uint16))
     with pytest.raises(ValueError, match="NaN"):

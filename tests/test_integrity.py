@@ -19,8 +19,9 @@ from .conftest import TINY
 
 
 def featurizer(cache_dir=None, **params):
-    return CLIPFeaturizer(**TINY, batch_size=4, num_workers=0, cache_dir=cache_dir,
-                          **params)
+    return CLIPFeaturizer(
+        **TINY, batch_size=4, num_workers=0, cache_dir=cache_dir, **params
+    )
 
 
 @pytest.fixture
@@ -34,12 +35,15 @@ def _database(cache_dir):
 
 # -- silent wrong results ---------------------------------------------------------
 
+
 def _palette_pair():
     indices = np.arange(64, dtype=np.uint8).reshape(8, 8) % 4
     first = Image.fromarray(indices, mode="P")
     first.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
     second = first.copy()
-    second.putpalette([255, 255, 255, 0, 255, 255, 255, 0, 255, 255, 255, 0] + [0] * 756)
+    second.putpalette(
+        [255, 255, 255, 0, 255, 255, 255, 0, 255, 255, 255, 0] + [0] * 756
+    )
     return first, second
 
 
@@ -61,11 +65,14 @@ def test_a_damaged_stored_vector_is_a_miss(photos, tmp_path):
     expected = featurizer(cache_dir).fit_transform(photos)
     with sqlite3.connect(_database(cache_dir)) as db:
         content, blob = db.execute(
-            "SELECT content, vector FROM checked_embeddings LIMIT 1").fetchone()
+            "SELECT content, vector FROM checked_embeddings LIMIT 1"
+        ).fetchone()
         damaged = bytearray(blob)
         damaged[5] ^= 0xFF  # one byte changed, length kept
-        db.execute("UPDATE checked_embeddings SET vector = ? WHERE content = ?",
-                   [bytes(damaged), content])
+        db.execute(
+            "UPDATE checked_embeddings SET vector = ? WHERE content = ?",
+            [bytes(damaged), content],
+        )
     with pytest.warns(UserWarning, match="1 damaged embedding.*checksum"):
         again = featurizer(cache_dir).fit_transform(photos)
     np.testing.assert_allclose(again, expected, atol=1e-6)
@@ -101,6 +108,7 @@ def test_an_overwritten_checkpoint_gets_a_new_identity(tmp_path, monkeypatch):
 
 # -- raw or misleading errors -------------------------------------------------------
 
+
 @pytest.mark.parametrize("damage", ["random bytes", "truncated", "garbage mid-file"])
 def test_a_damaged_cache_file_is_moved_aside(photos, tmp_path, damage):
     cache_dir = str(tmp_path / "cache")
@@ -114,7 +122,7 @@ def test_a_damaged_cache_file_is_moved_aside(photos, tmp_path, damage):
     else:
         middle = len(data) // 2
         data[100:] = bytes(len(data) - 100) if len(data) < 4096 else data[100:]
-        data[middle - 2000:middle + 2000] = np.random.default_rng(1).bytes(4000)
+        data[middle - 2000 : middle + 2000] = np.random.default_rng(1).bytes(4000)
     with open(database, "wb") as handle:
         handle.write(bytes(data))
     for suffix in ("-wal", "-shm"):
@@ -127,13 +135,18 @@ def test_a_damaged_cache_file_is_moved_aside(photos, tmp_path, damage):
     messages = [str(w.message) for w in caught if "damaged" in str(w.message)]
     if damage != "garbage mid-file" or messages:
         assert messages and database in messages[0] and "moved to" in messages[0]
-        assert any(name.startswith("embeddings.sqlite.damaged-")
-                   for name in os.listdir(cache_dir))
+        assert any(
+            name.startswith("embeddings.sqlite.damaged-")
+            for name in os.listdir(cache_dir)
+        )
 
 
-def test_a_read_only_cache_serves_hits_and_stores_nothing(photos, tmp_path, monkeypatch):
+def test_a_read_only_cache_serves_hits_and_stores_nothing(
+    photos, tmp_path, monkeypatch
+):
     cache_dir = str(tmp_path / "cache")
     expected = featurizer(cache_dir).fit_transform(photos[:4])
+
     # Root may write anywhere, so the read-only file system is simulated at
     # the point where SQLite reports it; the fallback opens the real file.
     def read_only(self):
@@ -171,7 +184,9 @@ def test_a_read_only_directory_serves_hits(photos, tmp_path):
 def test_home_is_expanded_in_cache_and_memmap_dirs(photos, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    embeddings = featurizer("~/clip-cache", memmap_dir="~/memmaps").fit_transform(photos)
+    embeddings = featurizer("~/clip-cache", memmap_dir="~/memmaps").fit_transform(
+        photos
+    )
     assert embeddings.shape == (len(photos), 64)
     assert (tmp_path / "home" / "clip-cache" / "embeddings.sqlite").exists()
     assert list((tmp_path / "home" / "memmaps").glob("*.npy"))
@@ -201,8 +216,9 @@ def test_closed_pil_image_reason_says_so(photos):
         featurizer().fit_transform([image])
 
 
-@pytest.mark.parametrize("empty", [[], (), np.array([], dtype=object)],
-                         ids=["list", "tuple", "object array"])
+@pytest.mark.parametrize(
+    "empty", [[], (), np.array([], dtype=object)], ids=["list", "tuple", "object array"]
+)
 def test_every_empty_input_is_refused_alike(empty):
     with pytest.raises(ValueError, match="X is empty"):
         featurizer().fit_transform(empty)
@@ -217,8 +233,9 @@ def test_decoding_threads_leave_the_warning_filters_alone(tmp_path, monkeypatch)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,600 pixels: refused
     before = list(warnings.filters)
     for _ in range(8):
-        threads = [threading.Thread(target=_expect_refusal, args=(paths,))
-                   for _ in range(4)]
+        threads = [
+            threading.Thread(target=_expect_refusal, args=(paths,)) for _ in range(4)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -7,8 +7,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sklearn_clip"
 
 #: One module per estimator (or family of one estimator).
 ESTIMATOR_MODULES = {
-    "_attention_probe", "_clip_adapter", "_featurizer", "_gda", "_linear_probe",
-    "_tip_adapter", "_visual_prompt", "_zero_shot", "_zero_shot_logits",
+    "_attention_probe",
+    "_clip_adapter",
+    "_featurizer",
+    "_gda",
+    "_linear_probe",
+    "_tip_adapter",
+    "_visual_prompt",
+    "_zero_shot",
+    "_zero_shot_logits",
     "_zs_linear_probe",
 }
 
@@ -34,9 +41,24 @@ def test_estimator_modules_import_only_shared_modules():
 
 def test_every_module_is_classified():
     shared = {
-        "__init__", "__main__", "_base", "_bench", "_cli", "_clip", "_embedding_cache",
-        "_heads", "_images", "_model_selection", "_persistence", "_pipeline", "_text",
-        "_torch_utils", "_training", "_validation", "_version", "_warnings",
+        "__init__",
+        "__main__",
+        "_base",
+        "_bench",
+        "_cli",
+        "_clip",
+        "_embedding_cache",
+        "_heads",
+        "_images",
+        "_model_selection",
+        "_persistence",
+        "_pipeline",
+        "_text",
+        "_torch_utils",
+        "_training",
+        "_validation",
+        "_version",
+        "_warnings",
     }
     modules = {path.stem for path in PACKAGE.glob("*.py")}
     assert modules == shared | ESTIMATOR_MODULES, modules ^ (shared | ESTIMATOR_MODULES)

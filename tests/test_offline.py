@@ -9,7 +9,11 @@ import pytest
 import torch
 from open_clip import pretrained as open_clip_pretrained
 
-from sklearn_clip import CLIPWeightsUnavailableError, ZeroShotClassifier, clear_clip_cache
+from sklearn_clip import (
+    CLIPWeightsUnavailableError,
+    ZeroShotClassifier,
+    clear_clip_cache,
+)
 from sklearn_clip._clip import load_clip
 
 from .conftest import TINY
@@ -28,14 +32,18 @@ def online_looking_machine(monkeypatch, tmp_path):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", UNREACHABLE)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub")
+    )
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # open_clip's URL cache
     clear_clip_cache()
     yield tmp_path
     clear_clip_cache()
 
 
-def test_unreachable_hub_fails_fast_with_one_error(online_looking_machine, caplog, capfd):
+def test_unreachable_hub_fails_fast_with_one_error(
+    online_looking_machine, caplog, capfd
+):
     caplog.set_level(logging.DEBUG)
     started = time.perf_counter()
     with pytest.raises(CLIPWeightsUnavailableError) as error:
@@ -70,7 +78,8 @@ def test_a_cached_checkpoint_loads_without_network(online_looking_machine, monke
     (repo / "refs" / "main").write_text(commit)
     torch.save(weights, snapshot / "open_clip_pytorch_model.bin")
     monkeypatch.setitem(
-        open_clip_pretrained._PRETRAINED, TINY["model"],
+        open_clip_pretrained._PRETRAINED,
+        TINY["model"],
         {"cached_test": {"hf_hub": "sklearn-clip/tiny/"}},
     )
     started = time.perf_counter()

@@ -51,7 +51,8 @@ def fitted(load_features, photo_set):
     cases.append((ZeroShotLogits(**text).fit(X, y), X_test, "transform"))
     rows = photo_set("cifar10")
     photos = [row for row in rows if row[1] == "cat"][:6] + [
-        row for row in rows if row[1] == "dog"][:6]
+        row for row in rows if row[1] == "dog"
+    ][:6]
     paths = [path for path, _, _ in photos]
     labels = [label for _, label, _ in photos]
     pipe = make_clip_pipeline(TipAdapterClassifier(), **TINY).fit(paths, labels)
@@ -85,7 +86,9 @@ def test_loaded_heads_keep_history_and_continue_training(fitted):
     assert not loaded.net_.optimizer_.state  # a fresh optimizer, nothing stored
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a CPU-only machine")
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="needs a CPU-only machine"
+)
 def test_a_head_stored_with_cuda_loads_on_a_cpu_only_machine(fitted):
     import pickle
 
@@ -95,5 +98,7 @@ def test_a_head_stored_with_cuda_loads_on_a_cpu_only_machine(fitted):
     clone = type(probe).__new__(type(probe))
     with pytest.warns(UserWarning, match="device='cuda' is not available"):
         clone.__setstate__(state)
-    np.testing.assert_array_equal(clone.predict_proba(X_test), probe.predict_proba(X_test))
+    np.testing.assert_array_equal(
+        clone.predict_proba(X_test), probe.predict_proba(X_test)
+    )
     assert pickle.loads(pickle.dumps(probe)).net_.device == "cpu"

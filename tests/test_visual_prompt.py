@@ -1,6 +1,5 @@
 """VisualPromptClassifier on real photos with the tiny random-weight CLIP."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -32,8 +31,9 @@ def ants_bees(photo_set):
 
 
 def make(**params):
-    defaults = dict(TINY, prompt_size=SIZE, max_epochs=8, batch_size=16,
-                    random_state=0, verbose=0)
+    defaults = dict(
+        TINY, prompt_size=SIZE, max_epochs=8, batch_size=16, random_state=0, verbose=0
+    )
     return VisualPromptClassifier(**{**defaults, **params})
 
 
@@ -55,10 +55,13 @@ def test_loss_decreases_and_only_the_prompt_trains(fitted_padding):
     assert all(torch.equal(clip_before[k], clip_after[k]) for k in clip_before)
     names = {name for name, _ in clf.net_.module_.named_parameters()}
     assert names == {"pad_top", "pad_bottom", "pad_left", "pad_right"}
-    optimised = sum(p.numel() for g in clf.net_.optimizer_.param_groups for p in g["params"])
+    optimised = sum(
+        p.numel() for g in clf.net_.optimizer_.param_groups for p in g["params"]
+    )
     assert optimised == 3 * (2 * SIZE * 64 + 2 * SIZE * (64 - 2 * SIZE))
-    assert not any(isinstance(m, type(load_clip(**TINY).model))
-                   for m in clf.net_.module_.modules())
+    assert not any(
+        isinstance(m, type(load_clip(**TINY).model)) for m in clf.net_.module_.modules()
+    )
 
 
 def test_padding_prompt_is_a_frame(fitted_padding):
@@ -74,13 +77,18 @@ def test_without_prompt_is_zero_shot(fitted_padding, ants_bees):
     clf, _ = fitted_padding
     _, labels, val = ants_bees
     embeddings = CLIPFeaturizer(**TINY).fit_transform(val)
-    zero_shot = ZeroShotClassifier(**TINY, templates=PAPER_TEMPLATE).fit(embeddings[:2], ["ant", "bee"])
+    zero_shot = ZeroShotClassifier(**TINY, templates=PAPER_TEMPLATE).fit(
+        embeddings[:2], ["ant", "bee"]
+    )
     np.testing.assert_allclose(
-        clf.predict_proba(val, use_prompt=False), zero_shot.predict_proba(embeddings),
+        clf.predict_proba(val, use_prompt=False),
+        zero_shot.predict_proba(embeddings),
         atol=1e-5,
     )
     # The prompt changes the logits.
-    assert not np.allclose(clf.decision_function(val), clf.decision_function(val, use_prompt=False))
+    assert not np.allclose(
+        clf.decision_function(val), clf.decision_function(val, use_prompt=False)
+    )
 
 
 @pytest.mark.parametrize("design", ["fixed_patch", "random_patch"])
@@ -101,8 +109,10 @@ def test_patch_designs_train(design, ants_bees):
         np.testing.assert_array_equal(clf.predict_proba(val), clf.predict_proba(val))
     else:
         module.eval()
-        torch.testing.assert_close(module(images)[0] - module(images, use_prompt=False)[0],
-                                   torch.as_tensor(prompt))
+        torch.testing.assert_close(
+            module(images)[0] - module(images, use_prompt=False)[0],
+            torch.as_tensor(prompt),
+        )
 
 
 def test_cached_and_redecoded_training_give_the_same_prompt(ants_bees):
@@ -115,7 +125,9 @@ def test_cached_and_redecoded_training_give_the_same_prompt(ants_bees):
 def test_pickle_round_trip_in_a_fresh_process(fitted_padding, ants_bees, tmp_path):
     clf, _ = fitted_padding
     _, _, val = ants_bees
-    sizes = assert_same_outputs_in_fresh_process([(clf, val, "predict_proba")], tmp_path)
+    sizes = assert_same_outputs_in_fresh_process(
+        [(clf, val, "predict_proba")], tmp_path
+    )
     assert sizes[0] < 1_000_000
 
 
@@ -135,13 +147,20 @@ def test_grid_search_over_prompt_size_in_a_pipeline(ants_bees):
     sizes = [4, 8]
     search = GridSearchCV(pipe, {"prompt__prompt_size": sizes}, cv=2).fit(paths, labels)
     by_hand = [
-        cross_val_score(Pipeline([("prompt", make(max_epochs=2, prompt_size=size))]),
-                        paths, labels, cv=2).mean()
+        cross_val_score(
+            Pipeline([("prompt", make(max_epochs=2, prompt_size=size))]),
+            paths,
+            labels,
+            cv=2,
+        ).mean()
         for size in sizes
     ]
     np.testing.assert_allclose(search.cv_results_["mean_test_score"], by_hand)
     assert search.best_params_["prompt__prompt_size"] == sizes[int(np.argmax(by_hand))]
-    assert search.best_estimator_[-1].prompt_size == search.best_params_["prompt__prompt_size"]
+    assert (
+        search.best_estimator_[-1].prompt_size
+        == search.best_params_["prompt__prompt_size"]
+    )
 
 
 def test_save_prompt_image(fitted_padding, tmp_path):

@@ -34,10 +34,16 @@ from .conftest import TINY
 # (head, a two-value grid over one of its parameters)
 HEADS = {
     "linear probe": (LinearProbeClassifier(random_state=0), {"alpha": [0.1, 1.0]}),
-    "attention probe": (AttentionProbeClassifier(random_state=0), {"ratio": [0.2, 0.4]}),
+    "attention probe": (
+        AttentionProbeClassifier(random_state=0),
+        {"ratio": [0.2, 0.4]},
+    ),
     "CLIP-Adapter": (CLIPAdapterClassifier(random_state=0), {"ratio": [0.2, 0.6]}),
     "Tip-Adapter": (TipAdapterClassifier(), {"sharpness": [3.0, 5.5]}),
-    "ZS linear probe": (ZSLinearProbeClassifier(random_state=0), {"alpha": [0.01, 0.1]}),
+    "ZS linear probe": (
+        ZSLinearProbeClassifier(random_state=0),
+        {"alpha": [0.01, 0.1]},
+    ),
     "GDA": (GDAClassifier(), {"shrinkage": [0.2, 0.6]}),
     "zero-shot": (ZeroShotClassifier(), {"templates": ["simple", "a photo of {}."]}),
 }
@@ -56,7 +62,10 @@ def photos(photo_set, tmp_path_factory):
     rng = np.random.default_rng(0)
     order = rng.permutation(len(ants_bees))
     sets = {
-        n: ([ants_bees[i][0] for i in order[:n]], np.array([ants_bees[i][1] for i in order[:n]]))
+        n: (
+            [ants_bees[i][0] for i in order[:n]],
+            np.array([ants_bees[i][1] for i in order[:n]]),
+        )
         for n in (33, 129, 161)
     }
     cifar = [row for row in photo_set("cifar10") if row[2] == "train"]
@@ -92,10 +101,13 @@ def test_pipeline_in_parallel_grid_search_and_cross_validation(photos, name, siz
     ]
     assert searches[0].best_params_ == searches[1].best_params_
     np.testing.assert_array_equal(
-        searches[0].cv_results_["mean_test_score"], searches[1].cv_results_["mean_test_score"]
+        searches[0].cv_results_["mean_test_score"],
+        searches[1].cv_results_["mean_test_score"],
     )
     cv = _cv(size) if size == "1 per class" else 5
-    scores = [cross_val_score(pipe, paths, labels, cv=cv, n_jobs=n_jobs) for n_jobs in (2, 1)]
+    scores = [
+        cross_val_score(pipe, paths, labels, cv=cv, n_jobs=n_jobs) for n_jobs in (2, 1)
+    ]
     np.testing.assert_array_equal(scores[0], scores[1])
     assert searches[1].predict(paths[:3]).shape == (3,)
 
@@ -130,8 +142,10 @@ def test_featurizer_decodes_with_threads_inside_joblib_workers(photo_set):
     # decodes with threads ("auto") or warns and does so (explicit count).
     paths = [path for path, _, _ in photo_set("cifar10")[:6]]
     expected = CLIPFeaturizer(**TINY, batch_size=2, num_workers=0).fit_transform(paths)
-    results = Parallel(n_jobs=2)(delayed(_embed_in_worker)(paths, n) for n in (1, "auto"))
-    for embeddings, auto_workers, messages in results:
+    results = Parallel(n_jobs=2)(
+        delayed(_embed_in_worker)(paths, n) for n in (1, "auto")
+    )
+    for embeddings, auto_workers, _ in results:
         np.testing.assert_allclose(embeddings, expected, rtol=1e-5, atol=1e-6)
         assert auto_workers == 0
     assert any("num_workers=1 ignored" in m for m in results[0][2])

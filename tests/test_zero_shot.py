@@ -26,7 +26,9 @@ def _tiny_data(names, n_per_class=3, seed=0):
     """Embeddings near each class's text embedding, so zero-shot must get them."""
     text = encode_class_names(names, **TINY)
     rng = np.random.default_rng(seed)
-    X = np.repeat(text, n_per_class, axis=0) + 0.01 * rng.normal(size=(len(names) * n_per_class, 64))
+    X = np.repeat(text, n_per_class, axis=0) + 0.01 * rng.normal(
+        size=(len(names) * n_per_class, 64)
+    )
     y = np.repeat(np.asarray(names, dtype=object), n_per_class)
     return X.astype(np.float32), y
 
@@ -97,6 +99,7 @@ def test_clone_is_cheap_and_pickle_is_small_and_portable(tmp_path):
     copy = clone(clf)
     assert copy.get_params() == clf.get_params() and not hasattr(copy, "classes_")
     sizes = assert_same_outputs_in_fresh_process(
-        [(clf, X, "predict"), (clf, X, "predict_proba")], tmp_path)
+        [(clf, X, "predict"), (clf, X, "predict_proba")], tmp_path
+    )
     assert max(sizes) < 4096  # 3 x 64 floats, not CLIP weights
     assert "torch" not in str(pickle.dumps(clf))
