@@ -70,6 +70,31 @@ GRIDS = {
         [3e-3, 6e-3, 1.2e-2],
         (1, 4, 8, 12),
     ),
+    "attention probe max_epochs": (
+        "pool",
+        lambda text: AttentionProbeClassifier(
+            text_features=text, device="cpu", random_state=0
+        ),
+        "max_epochs",
+        [12, 25, 50],
+        (1, 4, 8, 12),
+    ),
+    "ZS linear probe max_epochs": (
+        "pool",
+        lambda text: ZSLinearProbeClassifier(
+            text_features=text, device="cpu", random_state=0
+        ),
+        "max_epochs",
+        [5, 10, 20],
+        (1, 4, 8, 12),
+    ),
+    "Tip-Adapter sharpness": (
+        "pool",
+        lambda text: TipAdapterClassifier(text_features=text, device="cpu"),
+        "sharpness",
+        [3.0, 5.5, 8.0],
+        (1, 2, 4, 8, 12),
+    ),
     "CLIP-Adapter max_epochs": (
         "pool",
         lambda text: CLIPAdapterClassifier(

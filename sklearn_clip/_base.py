@@ -32,6 +32,15 @@ class InconsistentVersionWarning(_SklearnVersionWarning):
 
     A subclass of scikit-learn's warning of the same name, so that one filter
     handles both.
+
+    Parameters
+    ----------
+    estimator_name : str
+        Class name of the unpickled estimator.
+    current_sklearn_version : str
+        The installed sklearn-clip version (scikit-learn's parameter name).
+    original_sklearn_version : str
+        The sklearn-clip version that wrote the pickle.
     """
 
     def __str__(self):
@@ -201,6 +210,19 @@ def decision_from_logits(logits):
     return logits
 
 
+def proba_from_logits(logits):
+    """Softmax probabilities (float64), columns in ``classes_`` order."""
+    return softmax(np.asarray(logits, dtype=np.float64), axis=1)
+
+
+def log_proba_from_logits(logits):
+    """``log(proba_from_logits)``, ``-inf`` where a probability underflows
+    to 0 (as scikit-learn's classifiers give it).
+    """
+    with np.errstate(divide="ignore"):
+        return np.log(proba_from_logits(logits))
+
+
 def l2_normalize(X):
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.maximum(norms, np.finfo(X.dtype).tiny)
@@ -237,7 +259,7 @@ class ClassifierOutputMixin:
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        return softmax(self._checked_logits(X).astype(np.float64), axis=1)
+        return proba_from_logits(self._checked_logits(X))
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba` (``-inf`` where a probability
@@ -251,8 +273,7 @@ class ClassifierOutputMixin:
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
+        return log_proba_from_logits(self._checked_logits(X))
 
     def predict(self, X):
         """Predicted labels (elements of ``classes_``).

@@ -16,6 +16,7 @@ from ._base import (
     validate_embeddings,
     warn_unused_parameters,
 )
+from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
 # Blend weights tried by ``discriminant_weight="auto"`` (on the scale-matched
@@ -72,6 +73,7 @@ def spread_ratio(discriminant_logits, zero_shot_logits, sample_weight=None):
     ) / np.average(zero_shot_logits.std(axis=1), weights=sample_weight)
 
 
+@fill_doc(clip_model=CLIP_MODEL, class_text=CLASS_TEXT)
 class GDAClassifier(
     TextClassesMixin, ClassifierOutputMixin, ClassifierMixin, BaseCLIPEstimator
 ):
@@ -95,6 +97,7 @@ class GDAClassifier(
 
     Parameters
     ----------
+    %(clip_model)s
     shrinkage : float in [0, 1], default=0.4
         Weight of the isotropic target ``trace(S) / d * I`` in the shrunk
         covariance. The default was chosen on the validation splits of
@@ -112,11 +115,12 @@ class GDAClassifier(
         given: ``"auto"`` when ``text_features`` or ``class_names`` is set,
         image-only GDA otherwise. A float or ``"auto"`` with string labels and
         neither of them embeds the labels as class names with CLIP.
-    model, pretrained, templates, class_names, text_features, logit_scale, \
-device, precision
-        Class text embeddings, used only with text (see
-        ``discriminant_weight``); see :class:`ZeroShotClassifier`. Image-only
-        fits warn when ``templates``, ``logit_scale`` or ``precision`` is set.
+    %(class_text)s
+    device : str, default="auto"
+        Device of the text encoder; ``"auto"`` is CUDA when available. The
+        class text parameters are used only with text (see
+        ``discriminant_weight``); image-only fits warn when ``templates``,
+        ``logit_scale`` or ``precision`` is set.
 
     Attributes
     ----------
@@ -147,10 +151,20 @@ device, precision
     -----
     It cannot predict over classes it was not fitted on (no
     ``with_classes``): means synthesised for new classes from their text
-    embeddings lose to the fitted classes almost always (measured on held-out
-    Stanford Cars images: 1-4 % accuracy on new classes, against 61 % for
-    zero-shot). Use :class:`TipAdapterClassifier` or
+    embeddings lose to the fitted classes almost always (measured in the
+    user guide). Use :class:`TipAdapterClassifier` or
     :class:`CLIPAdapterClassifier` for open vocabulary.
+
+    Follows the paper's discriminant (class means, one shared covariance,
+    equal priors) and its blend with the zero-shot logits. Deviations: the
+    covariance is shrunk towards ``trace(S) / d * I`` with a fixed weight
+    instead of the official code's empirical covariance with a small ridge;
+    the discriminant is rescaled to the zero-shot logits' spread before
+    blending and the blend weight is cross-validated on the training samples
+    (the official code searches it on the test split). The official code
+    L2-normalises the image features first; this class takes X as given,
+    which is the same on CLIP embeddings (unit norm already, as
+    :class:`CLIPFeaturizer` returns them); normalise other inputs yourself.
 
     References
     ----------
@@ -178,8 +192,7 @@ device, precision
 
     # Means synthesised for unseen classes (text shifted by the modality gap,
     # or by the image-text offset of text neighbours) lose to the fitted
-    # classes' discriminants almost always: 1-4 % accuracy on held-out images
-    # of new Stanford Cars classes, against 61 % zero-shot.
+    # classes' discriminants almost always (see the class Notes).
     _open_vocabulary = False
 
     _parameter_constraints = {
@@ -203,8 +216,8 @@ device, precision
         class_names=None,
         text_features=None,
         logit_scale=None,
-        device="auto",
         precision="auto",
+        device="auto",
     ):
         self.shrinkage = shrinkage
         self.discriminant_weight = discriminant_weight

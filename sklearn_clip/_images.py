@@ -25,6 +25,13 @@ IMAGE_EXTENSIONS = frozenset(
 class ImageLoadError(ValueError):
     """Raised when some inputs cannot be turned into images.
 
+    Parameters
+    ----------
+    failures : list of (int, str, str)
+        ``(index, item description, reason)`` for every bad item.
+    n_items : int
+        Number of inputs in the call, for the message.
+
     Attributes
     ----------
     failures : list of (int, str, str)
@@ -167,6 +174,17 @@ def load_image(item):
 
     EXIF orientation is applied. Raises ``ValueError`` or ``OSError`` with a
     readable reason; callers collect these per item.
+
+    Parameters
+    ----------
+    item : str, path, PIL image or ndarray
+        A file path, a PIL image, or a uint8 (or float in [0, 1]) array of
+        shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).
+
+    Returns
+    -------
+    PIL.Image.Image
+        The image in RGB mode (transparent pixels on white).
     """
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)

@@ -18,7 +18,7 @@ from ._warnings import warn
     prefer_skip_nested_validation=True,
 )
 def few_shot_indices(y, n_shots, random_state=None):
-    """Indices of ``n_shots`` randomly chosen samples per class.
+    """Draw ``n_shots`` random sample indices per class.
 
     Parameters
     ----------
@@ -149,6 +149,22 @@ class FewShotSplit:
     def split(self, X, y, groups=None):
         """Yield ``(train, validation)`` index arrays.
 
+        Parameters
+        ----------
+        X : array-like or None
+            Ignored; only ``y`` decides the splits.
+        y : array-like of shape (n_samples,)
+            Labels: each split trains on ``n_shots`` samples of every class.
+        groups : None
+            Ignored.
+
+        Yields
+        ------
+        train : ndarray of int
+            ``n_shots`` indices per class.
+        validation : ndarray of int
+            The remaining indices.
+
         Raises
         ------
         ValueError
@@ -171,7 +187,18 @@ class FewShotSplit:
             yield train, np.setdiff1d(every, train)
 
     def get_n_splits(self, X=None, y=None, groups=None):
-        """Number of splits."""
+        """Return the number of splits.
+
+        Parameters
+        ----------
+        X, y, groups : object
+            Ignored.
+
+        Returns
+        -------
+        int
+            ``n_splits``.
+        """
         return self.n_splits
 
     def __repr__(self):

@@ -15,6 +15,16 @@ def resolve_device(device="auto"):
     ``"auto"`` means CUDA when available, else CPU. Estimators store the
     spec verbatim and call this at use time, so a model fitted with
     ``device="auto"`` on a GPU machine still runs on a CPU-only one.
+
+    Parameters
+    ----------
+    device : str, torch.device or None, default="auto"
+        ``"auto"`` (or None), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+
+    Returns
+    -------
+    torch.device
+        The resolved device; a CUDA device without CUDA raises ``ValueError``.
     """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

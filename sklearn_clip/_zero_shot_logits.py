@@ -1,28 +1,31 @@
-"""Zero-shot logits as features, for the seed study's "image + logits" probe."""
+"""Zero-shot logits as features, for the "image + logits" probe."""
 
 import numpy as np
 from sklearn.base import TransformerMixin, _fit_context
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 
 from ._base import BaseCLIPEstimator, TextClassesMixin, validate_embeddings
+from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
 
+@fill_doc(clip_model=CLIP_MODEL, class_text=CLASS_TEXT)
 class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
     """Append CLIP's zero-shot logits to the image embeddings (or replace them).
 
     With ``make_pipeline(ZeroShotLogits(...), StandardScaler(),
-    LogisticRegression())`` this is the seed study's "image + logits" probe;
+    LogisticRegression())`` this is the "image + logits" probe of the few-shot
+    adapter study the package reproduces;
     ``append=False`` gives its "logits only" variant.
 
     Parameters
     ----------
+    %(clip_model)s
     append : bool, default=True
         Output ``[embedding, logits]``; False outputs the logits alone.
-    model, pretrained, templates, class_names, text_features, logit_scale, \
-device, precision
-        Where the class text embeddings come from; see
-        :class:`ZeroShotClassifier`.
+    %(class_text)s
+    device : str, default="auto"
+        Device of the text encoder; ``"auto"`` is CUDA when available.
 
     Attributes
     ----------
@@ -61,8 +64,8 @@ device, precision
         class_names=None,
         text_features=None,
         logit_scale=None,
-        device="auto",
         precision="auto",
+        device="auto",
     ):
         self.append = append
         self.model = model
@@ -108,7 +111,19 @@ device, precision
         return np.hstack([X, logits.astype(X.dtype)]) if self.append else logits
 
     def get_feature_names_out(self, input_features=None):
-        """``x0..`` (or the input names) then ``logit_<class>`` per class."""
+        """Names of the output features.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Names of the input features; ``x0``, ``x1``, ... when None.
+
+        Returns
+        -------
+        ndarray of str
+            The input names (unless ``append=False``), then ``logit_<class>``
+            per class.
+        """
         check_is_fitted(self)
         logits = np.array([f"logit_{c}" for c in self.classes_], dtype=object)
         if not self.append:

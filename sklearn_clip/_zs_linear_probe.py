@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc, training_parameters
 from ._heads import TextHeadClassifier
 from ._training import HeadModule
 
@@ -28,6 +29,20 @@ class ZSLinearProbeModule(HeadModule):
         return [self.logit_scale * (self.weight - self.text)]
 
 
+@fill_doc(
+    clip_model=CLIP_MODEL,
+    class_text=CLASS_TEXT,
+    training_parameters=training_parameters(
+        solver="lbfgs",
+        alpha=0.01,
+        lr_doc="1.0 for L-BFGS and 1e-3 for AdamW",
+        max_epochs=10,
+        batch_size='"full"',
+        alpha_doc="Strength of the pull towards the zero-shot weights, "
+        "``alpha / 2 * ||scale (W - text)||^2`` on the summed loss: 0 is a plain "
+        "probe started at zero-shot, a large value stays at zero-shot.",
+    ),
+)
 class ZSLinearProbeClassifier(TextHeadClassifier):
     """Linear probe that starts at the zero-shot classifier and stays near it.
 
@@ -42,20 +57,9 @@ class ZSLinearProbeClassifier(TextHeadClassifier):
 
     Parameters
     ----------
-    model, pretrained, templates, class_names, text_features, logit_scale, precision
-        Where the class text embeddings come from; see
-        :class:`ZeroShotClassifier`.
-    solver : {"lbfgs", "adamw"}, default="lbfgs"
-    alpha : float, default=0.01
-        Strength of the pull towards the zero-shot weights; 0 is a plain
-        probe started at zero-shot, a large value is zero-shot.
-    lr : float, default=None
-        None means 1.0 for L-BFGS, 1e-3 for AdamW.
-    max_epochs : int, default=10
-        Epochs of 8 L-BFGS iterations.
-    class_weight, batch_size, early_stopping, validation_fraction, \
-n_iter_no_change, warm_start, device, random_state, verbose
-        Training, as in :class:`LinearProbeClassifier`.
+    %(clip_model)s
+    %(class_text)s
+    %(training_parameters)s
 
     Attributes
     ----------
@@ -72,6 +76,14 @@ n_iter_no_change, warm_start, device, random_state, verbose
     --------
     ZeroShotClassifier : The starting point and the limit of large ``alpha``.
     LinearProbeClassifier : A probe that ignores the class names.
+
+    Notes
+    -----
+    Follows CLAP's idea (a linear probe initialised at, and penalised
+    towards, the zero-shot weights). Deviations: one fixed penalty
+    ``alpha`` (chosen on held-out training-pool images) instead of CLAP's
+    class-wise penalties learned by an augmented Lagrangian, full-batch
+    L-BFGS instead of SGD with augmentations.
 
     References
     ----------
