@@ -223,47 +223,20 @@ class CLIPFeaturizer(
             )
         dim = embedding_dim(self.model)
         embeddings = self._allocate(len(items), dim)
-        todo = np.arange(len(items))
-        keys = cache = None
-        repeats = []  # (row, row of the same content embedded in this call)
+        todo, keys, repeats = np.arange(len(items)), None, []
+        cache = None
         if self.cache_dir is not None:
             cache = EmbeddingCache(self.cache_dir, self._namespace(clip), dim)
-            keys = [content_key(item) for item in items]
-            found = cache.get(keys)
-            if cache.damaged_rows:
-                warn(
-                    f"{cache.damaged_rows} damaged embedding(s) in the cache "
-                    f"{cache.path} failed their checksum; they are computed again "
-                    "and replaced.",
-                    UserWarning,
-                )
-            missing = []
-            first_of_key = {}
-            for i, key in enumerate(keys):
-                if key in found:
-                    embeddings[i] = found[key]
-                elif key is None:
-                    missing.append(i)
-                elif key in first_of_key:  # repeated inputs embed once
-                    repeats.append((i, first_of_key[key]))
-                else:
-                    first_of_key[key] = i
-                    missing.append(i)
-            todo = np.asarray(missing, dtype=np.int64)
-        failures = []
         try:
-            if todo.size:
-                self._embed(items, todo, embeddings, clip, cache, keys, failures)
+            if cache is not None:
+                keys = [content_key(item) for item in items]
+                todo, repeats = self._fill_from_cache(cache, keys, embeddings)
+            failures = self._embed(items, todo, embeddings, clip, cache, keys)
         finally:
             if cache is not None:
                 cache.close()
-        if repeats:
-            failed = {index: reason for index, _, reason in failures}
-            for i, first in repeats:
-                embeddings[i] = embeddings[first]
-                if first in failed:
-                    failures.append((i, describe(items[i]), failed[first]))
-            failures.sort()
+        failures += self._copy_repeats(repeats, embeddings, failures, items)
+        failures.sort()
         if failures:
             error = ImageLoadError(failures, len(items))
             if self.on_error == "raise":
@@ -272,6 +245,46 @@ class CLIPFeaturizer(
                 embeddings[index] = np.nan
             warn(f"{error} Their rows are NaN (on_error='nan').", UserWarning)
         return embeddings
+
+    @staticmethod
+    def _fill_from_cache(cache, keys, embeddings):
+        """Copy cached rows into ``embeddings``; return the rows to embed and
+        ``(row, first row with the same content)`` pairs for repeated inputs,
+        which are embedded once.
+        """
+        found = cache.get(keys)
+        if cache.damaged_rows:
+            warn(
+                f"{cache.damaged_rows} damaged embedding(s) in the cache "
+                f"{cache.path} failed their checksum; they are computed again "
+                "and replaced.",
+                UserWarning,
+            )
+        missing, repeats, first_of_key = [], [], {}
+        for i, key in enumerate(keys):
+            if key in found:
+                embeddings[i] = found[key]
+            elif key is None:
+                missing.append(i)
+            elif key in first_of_key:
+                repeats.append((i, first_of_key[key]))
+            else:
+                first_of_key[key] = i
+                missing.append(i)
+        return np.asarray(missing, dtype=np.int64), repeats
+
+    @staticmethod
+    def _copy_repeats(repeats, embeddings, failures, items):
+        """Fill repeated inputs from their first occurrence; return the
+        failures of repeats whose first occurrence failed.
+        """
+        failed = {index: reason for index, _, reason in failures}
+        repeated_failures = []
+        for i, first in repeats:
+            embeddings[i] = embeddings[first]
+            if first in failed:
+                repeated_failures.append((i, describe(items[i]), failed[first]))
+        return repeated_failures
 
     def _allocate(self, n_items, dim):
         if self.memmap_dir is None:
@@ -307,10 +320,12 @@ class CLIPFeaturizer(
         busy = 1 if device.type == "cuda" else torch.get_num_threads()
         return max(0, min(4, (os.cpu_count() or 1) - busy))
 
-    def _embed(self, items, todo, embeddings, clip, cache, keys, failures):
-        """Embed ``items[todo]`` into ``embeddings``, store each batch in
-        ``cache`` and append unreadable items to ``failures``.
+    def _embed(self, items, todo, embeddings, clip, cache, keys):
+        """Embed ``items[todo]`` into ``embeddings`` and store each batch in
+        ``cache``; return the unreadable items as ``(row, item, reason)``.
         """
+        if not todo.size:
+            return []
         subset = [items[i] for i in todo]
         cuda = clip.device.type == "cuda"
         subset_failures = []
@@ -347,9 +362,7 @@ class CLIPFeaturizer(
                 embeddings[rows] = features
                 if cache is not None:
                     cache.put([keys[i] for i in rows], features)
-        failures.extend(
-            (int(todo[i]), item, reason) for i, item, reason in subset_failures
-        )
+        return [(int(todo[i]), item, reason) for i, item, reason in subset_failures]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
