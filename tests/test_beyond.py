@@ -161,13 +161,23 @@ def test_gda_handles_one_shot_where_lda_refuses(cars):
     assert GDAClassifier().fit(X, y).score(X_test, y_test) > 0.15  # chance: 0.005
 
 
-@pytest.mark.parametrize("name", ["oxford_pets", "oxford_flowers"])
-def test_gda_without_text_matches_scaled_logistic_regression(load_features, name):
+# GDA wins on pets and flowers; on caltech101 it loses, by under a point
+# (README: 93.75 against 94.36); the test pins both sides of that claim.
+@pytest.mark.parametrize(
+    "name, margin",
+    [("oxford_pets", 0.0), ("oxford_flowers", 0.0), ("caltech101", -0.01)],
+)
+def test_gda_without_text_against_scaled_logistic_regression(
+    load_features, name, margin
+):
     data = load_features(name)
     X, y = data["X_train"], data["y_train"]  # the 16-shot pool
     gda = GDAClassifier().fit(X, y).score(data["X_test"], data["y_test"])
     lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    assert gda >= lr.fit(X, y).score(data["X_test"], data["y_test"])
+    lr = lr.fit(X, y).score(data["X_test"], data["y_test"])
+    assert gda >= lr + margin
+    if margin < 0:
+        assert gda < lr  # the documented loss is still there
 
 
 @pytest.mark.parametrize("n_shots", [4, 8])
