@@ -196,10 +196,10 @@ def pool_curve(make, param, candidates, shots, seeds):
 def val_curve(make, param, candidates):
     rows = {}
     for name in VAL_SETS:
-        with np.load(FEATURES / f"{name}.npz") as data:
-            n_train = len(data["y_train"])
-            X = np.concatenate([data["X_train"], data["X_val"]]).astype(np.float32)
-            y = np.concatenate([data["y_train"], data["y_val"]])
+        data = load_features(FEATURES / f"{name}.npz")
+        n_train = len(data["y_train"])
+        X = np.concatenate([data["X_train"], data["X_val"]])
+        y = np.concatenate([data["y_train"], data["y_val"]])
         # One split: train on the 16-shot pool, score on the validation split.
         only_split = PredefinedSplit(
             np.r_[np.full(n_train, -1), np.zeros(len(y) - n_train)]

@@ -96,19 +96,21 @@ METHODS = {
 def load_features(path):
     """Load a features ``.npz`` in the ``../shared/data`` format.
 
-    Returns a dict with float32 ``X_train``, ``X_test``, labels ``y_train``,
-    ``y_test``, ``text_features`` (or None) and ``name``.
+    Returns a dict with float32 ``X_train``, ``X_test`` (and ``X_val`` when
+    present), labels ``y_train``, ``y_test`` (``y_val``), ``text_features``
+    (float32, or None) and ``name``. The one loader of the package, its tests,
+    benchmarks and examples.
     """
     path = Path(path)
     with np.load(path) as data:
         missing = {"X_train", "y_train", "X_test", "y_test"} - set(data.files)
         if missing:
             raise ValueError(f"{path} lacks the arrays {sorted(missing)}")
-        dataset = {key: data[key] for key in ("X_train", "y_train", "X_test", "y_test")}
-        text = data["text_features"] if "text_features" in data.files else None
-    for key in ("X_train", "X_test"):
-        dataset[key] = dataset[key].astype(np.float32)
-    dataset["text_features"] = None if text is None else text.astype(np.float32)
+        dataset = {key: data[key] for key in data.files if key != "meta"}
+    for key in dataset:
+        if key.startswith("X_") or key == "text_features":
+            dataset[key] = dataset[key].astype(np.float32)
+    dataset.setdefault("text_features", None)
     dataset["name"] = path.stem
     return dataset
 

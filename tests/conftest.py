@@ -56,15 +56,10 @@ def pytest_collection_modifyitems(items):
 def load_features():
     """Load a real CLIP features set from ../shared/data as float32 arrays."""
 
+    from sklearn_clip._bench import load_features
+
     def load(name):
-        with np.load(_require(FEATURES / f"{name}.npz")) as data:
-            return {
-                key: data[key].astype(np.float32)
-                if key.startswith(("X_", "text"))
-                else data[key]
-                for key in data.files
-                if key != "meta"
-            }
+        return load_features(_require(FEATURES / f"{name}.npz"))
 
     return load
 
