@@ -31,23 +31,7 @@ exclude_patterns = [
     "sg_execution_times.rst",
 ]
 autosummary_generate = True
-autodoc_default_options = {
-    "members": True,
-    # scikit-learn's generated metadata-routing setters cite its own glossary.
-    "exclude-members": ", ".join(
-        f"set_{method}_request"
-        for method in (
-            "fit",
-            "partial_fit",
-            "predict",
-            "predict_proba",
-            "predict_log_proba",
-            "decision_function",
-            "score",
-            "transform",
-        )
-    ),
-}
+autodoc_default_options = {"members": True}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 # Types stay plain text: cross-references to numpy/python need intersphinx.
