@@ -30,6 +30,7 @@ from ._base import (
     encode_labels,
     log_proba_from_logits,
     proba_from_logits,
+    resolve_sample_weight,
 )
 from ._clip import embedding_dim, load_clip
 from ._images import (
@@ -171,6 +172,14 @@ class PromptNet(PlainLogMixin, NeuralNetClassifier):
         self.clip_model = clip_model
         self.clip_pretrained = clip_pretrained
         self.precision = precision
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        y_true = to_tensor(y_true, device=self.device)
+        if y_true.ndim == 2:  # [label, sample weight] rows: weighted mean loss
+            labels, weights = y_true[:, 0].long(), y_true[:, 1].to(y_pred.dtype)
+            losses = F.cross_entropy(y_pred, labels, reduction="none")
+            return (weights * losses).sum() / weights.sum()
+        return super().get_loss(y_pred, y_true, X=X, training=training)
 
     def infer(self, x, **fit_params):
         x = to_tensor(x, device=self.device)
@@ -387,7 +396,7 @@ class VisualPromptClassifier(
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the visual prompt.
 
         Parameters
@@ -397,6 +406,8 @@ class VisualPromptClassifier(
         y : array-like of shape (n_samples,)
             Labels: class names, or any labels with ``class_names`` or
             ``text_features`` given.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each image in the loss (weighted mean over each batch).
 
         Returns
         -------
@@ -424,7 +435,10 @@ class VisualPromptClassifier(
             self.text_features,
         )
         to_uint8, mean, std = split_preprocess(clip.preprocess)
-        dataset = self._training_set(items, y_encoded, to_uint8, clip)
+        weights = resolve_sample_weight(
+            np.empty((len(items), 0)), y, sample_weight, class_weight=None
+        )
+        dataset = self._training_set(items, y_encoded, to_uint8, clip, weights)
         module = self._prompt_module(clip.image_size, mean, std)
         with seeded_torch(self.random_state):
             self.net_ = self._new_net(
@@ -436,9 +450,14 @@ class VisualPromptClassifier(
         self.net_.optimizer_.state.clear()
         return self
 
-    def _training_set(self, items, y_encoded, to_uint8, clip):
-        """Images decoded once (``cache_images``) or at every epoch, with labels."""
+    def _training_set(self, items, y_encoded, to_uint8, clip, sample_weight=None):
+        """Images decoded once (``cache_images``) or at every epoch, with
+        labels (rows ``[label, weight]`` with sample weights).
+        """
         labels = torch.as_tensor(y_encoded, dtype=torch.int64)
+        if sample_weight is not None:
+            weights = torch.as_tensor(sample_weight, dtype=torch.float64)
+            labels = torch.stack([labels.double(), weights], dim=1)
         if self.cache_images:
             return torch.utils.data.TensorDataset(
                 self._decode_all(items, to_uint8, clip), labels

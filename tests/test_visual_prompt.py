@@ -199,3 +199,20 @@ def test_warmup_then_cosine_schedule():
     assert factors[10] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert factors[-1] < 0.001
+
+
+def test_integer_sample_weights_train_as_repeated_images(ants_bees):
+    paths, labels, val = ants_bees
+    paths, labels = paths[:4] + paths[-4:], np.asarray(labels[:4] + labels[-4:])
+    assert len(set(labels)) == 2
+    weights = np.array([2, 1, 1, 1, 1, 2, 1, 1])
+    # One full batch per epoch: a weighted mean equals the mean over repeats.
+    weighted = make(max_epochs=2, batch_size=64).fit(
+        paths, labels, sample_weight=weights
+    )
+    repeated = make(max_epochs=2, batch_size=64).fit(
+        list(np.repeat(paths, weights)), np.repeat(labels, weights)
+    )
+    unweighted = make(max_epochs=2, batch_size=64).fit(paths, labels)
+    np.testing.assert_allclose(weighted.prompt_, repeated.prompt_, atol=1e-5)
+    assert np.abs(weighted.prompt_ - unweighted.prompt_).max() > 1e-4
