@@ -67,7 +67,8 @@ def build_parser():
         default=list(METHOD_NAMES),
         choices=METHOD_NAMES,
         metavar="METHOD",
-        help=f"subset of: {', '.join(METHOD_NAMES)}",
+        help="subset of: " + ", ".join(METHOD_NAMES) + " (quote names with spaces, "
+        "e.g. --methods zero-shot 'GDA + zero-shot')",
     )
     bench.add_argument(
         "--model",
@@ -78,7 +79,7 @@ def build_parser():
         "--pretrained",
         default="laion2b_s34b_b79k",
         help="pretrained tag or local checkpoint path; 'none' for random "
-        "weights (testing only)",
+        "weights (testing only) (default: laion2b_s34b_b79k)",
     )
     bench.add_argument(
         "--device",

@@ -69,8 +69,8 @@ class CLIPFeaturizer(
     normalize : bool, default=True
         L2-normalise each embedding (what CLIP's cosine similarity uses).
     progress : bool or "auto", default="auto"
-        Show a tqdm progress bar; ``"auto"`` shows it for runs of several
-        batches.
+        Show a tqdm progress bar; ``"auto"`` shows it on a terminal for runs
+        of several batches.
     cache_dir : str, path or None, default=None
         Directory of a persistent embedding cache (SQLite, safe for several
         processes at once). Embeddings are keyed by model, weights,

@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -442,7 +443,12 @@ def iter_decoded(
     else:
         loader = _thread_batches(dataset, batch_size, pin_memory)
     n_batches = -(-len(items) // batch_size)
-    show = n_batches >= _AUTO_PROGRESS_MIN_BATCHES if progress == "auto" else progress
+    if progress == "auto":
+        # Only for long runs, and only on a terminal: no carriage-return
+        # lines in log files.
+        show = n_batches >= _AUTO_PROGRESS_MIN_BATCHES and sys.stderr.isatty()
+    else:
+        show = progress
     collect = failures is not None
     found = failures if collect else []
     for indices, batch, batch_failures in tqdm(
