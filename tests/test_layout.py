@@ -47,6 +47,7 @@ def test_every_module_is_classified():
         "_bench",
         "_cli",
         "_clip",
+        "_docstrings",
         "_embedding_cache",
         "_heads",
         "_images",
