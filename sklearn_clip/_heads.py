@@ -2,8 +2,6 @@
 seeding, the skorch net, and, for heads that use class text, the text.
 """
 
-from numbers import Real  # noqa: F401
-
 import numpy as np
 import torch
 from sklearn.base import ClassifierMixin, _fit_context

@@ -435,9 +435,7 @@ class VisualPromptClassifier(
             self.text_features,
         )
         to_uint8, mean, std = split_preprocess(clip.preprocess)
-        weights = resolve_sample_weight(
-            np.empty((len(items), 0)), y, sample_weight, class_weight=None
-        )
+        weights = resolve_sample_weight(items, y, sample_weight, class_weight=None)
         dataset = self._training_set(items, y_encoded, to_uint8, clip, weights)
         module = self._prompt_module(clip.image_size, mean, std)
         with seeded_torch(self.random_state):
@@ -448,6 +446,7 @@ class VisualPromptClassifier(
         # Momentum buffers are as large as the prompt; they would only matter
         # for continued training, which this estimator does not offer.
         self.net_.optimizer_.state.clear()
+        self.net_.module_.eval()  # fitted: prediction needs no copy to switch
         return self
 
     def _training_set(self, items, y_encoded, to_uint8, clip, sample_weight=None):
@@ -666,6 +665,7 @@ class VisualPromptClassifier(
         )
         net = self._new_net(module, loading_device(self.device))
         net.initialize()
+        net.module_.eval()
         return net
 
     def _on_classes_changed(self):
