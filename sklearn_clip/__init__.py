@@ -18,6 +18,7 @@ _EXPORTS = {
     "resolve_device": "_torch_utils",
     "CLIPModelMismatchWarning": "_base",
     "InconsistentVersionWarning": "_base",
+    "CLIPClassifier": "_clip_classifier",
     "CLIPFeaturizer": "_featurizer",
     "GDAClassifier": "_gda",
     "ImageLoadError": "_images",

@@ -24,6 +24,7 @@ METHOD_NAMES = (
     "GDA",
     "GDA + zero-shot",
     "ZS linear probe",
+    "CLIPClassifier",
 )
 
 

@@ -6,6 +6,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn_clip import (
     AttentionProbeClassifier,
     CLIPAdapterClassifier,
+    CLIPClassifier,
     CLIPFeaturizer,
     GDAClassifier,
     LinearProbeClassifier,
@@ -38,6 +39,7 @@ ESTIMATORS = [
     ZSLinearProbeClassifier(**TEXT, random_state=0),
     GDAClassifier(),
     GDAClassifier(text_features=hashed_class_text),
+    CLIPClassifier(candidates="image-only", device="cpu", random_state=0),
     VisualPromptClassifier(**TINY, prompt_size=8, max_epochs=1, verbose=0),
 ]
 

@@ -18,6 +18,9 @@ ESTIMATOR_MODULES = {
     "_zero_shot_logits",
     "_zs_linear_probe",
 }
+#: Built on the estimators (they import estimator modules; nothing below
+#: them may import these).
+COMPOSITE_MODULES = {"_bench", "_clip_classifier"}
 
 
 def package_imports(module):
@@ -35,7 +38,7 @@ def package_imports(module):
 
 def test_estimator_modules_import_only_shared_modules():
     for module in sorted(ESTIMATOR_MODULES):
-        crossing = package_imports(module) & ESTIMATOR_MODULES
+        crossing = package_imports(module) & (ESTIMATOR_MODULES | COMPOSITE_MODULES)
         assert not crossing, f"{module} imports the estimator modules {crossing}"
 
 
@@ -44,7 +47,6 @@ def test_every_module_is_classified():
         "__init__",
         "__main__",
         "_base",
-        "_bench",
         "_cli",
         "_clip",
         "_docstrings",
@@ -62,4 +64,5 @@ def test_every_module_is_classified():
         "_warnings",
     }
     modules = {path.stem for path in PACKAGE.glob("*.py")}
-    assert modules == shared | ESTIMATOR_MODULES, modules ^ (shared | ESTIMATOR_MODULES)
+    known = shared | ESTIMATOR_MODULES | COMPOSITE_MODULES
+    assert modules == known, modules ^ known

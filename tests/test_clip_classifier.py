@@ -1,0 +1,175 @@
+"""CLIPClassifier: methods chosen or blended by cross-validation on the
+training samples, on real CLIP features.
+"""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+
+from sklearn_clip import CLIPClassifier, GDAClassifier, few_shot_indices
+from sklearn_clip._clip_classifier import CANDIDATES, IMAGE_ONLY_CANDIDATES
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*could represent a regression")
+
+
+def _subset(data, n_classes, shots, seed=0, split="train"):
+    """The first ``n_classes`` classes, ``shots`` per class from the pool."""
+    classes = np.unique(data["y_train"])[:n_classes]
+    keep = np.isin(data["y_train"], classes)
+    X, y = data["X_train"][keep], data["y_train"][keep]
+    train = few_shot_indices(y, shots, random_state=seed)
+    test = np.isin(data["y_test"], classes)
+    text = None
+    if data["text_features"] is not None:
+        text = data["text_features"][
+            np.searchsorted(np.unique(data["y_train"]), classes)
+        ]
+    return X[train], y[train], data["X_test"][test], data["y_test"][test], text
+
+
+# Fast candidates, one of them trained: for tests about the machinery.
+QUICK = ["zero-shot", "Tip-Adapter", "GDA + zero-shot", "ZS linear probe"]
+
+
+@pytest.fixture(scope="module")
+def cars(load_features):
+    return _subset(load_features("stanford_cars"), 25, 4)
+
+
+@pytest.fixture(scope="module")
+def fitted(cars):
+    X, y, _, _, text = cars
+    return CLIPClassifier(text_features=text, random_state=0).fit(X, y)
+
+
+def test_with_text_is_as_good_as_its_best_candidate_on_real_features(cars, fitted):
+    X, y, X_test, y_test, text = cars
+    clf = fitted
+    results = clf.cv_results_
+    assert clf.selection_ == "cross-validation (4 folds)"
+    assert set(results["method"]) == set(clf.candidates_)
+    assert abs(sum(clf.chosen_.values()) - 1) < 1e-12
+    assert set(clf.chosen_) <= set(results["method"][results["weight"] > 0])
+    # Every candidate on the test split, for reference only.
+    singles = {
+        name: CANDIDATES[name]
+        .build(text, clf.logit_scale_, 0, "auto")
+        .fit(X, y)
+        .score(X_test, y_test)
+        for name in clf.candidates_
+    }
+    score = clf.score(X_test, y_test)
+    assert score >= max(singles.values()) - 0.02, (score, singles)
+    assert score > singles["zero-shot"]
+
+
+def test_choice_uses_the_training_samples_only(cars):
+    X, y, X_test, y_test, text = cars
+    clf = CLIPClassifier(text_features=text, candidates=QUICK, random_state=0)
+    clf.fit(X, y)
+    chosen, table = dict(clf.chosen_), clf.cv_results_["val_accuracy"].copy()
+    clf.score(X_test, y_test)  # scoring changes nothing
+    assert clf.chosen_ == chosen
+    np.testing.assert_array_equal(clf.cv_results_["val_accuracy"], table)
+    # A fresh fit on the same training rows, with no test data anywhere,
+    # makes the same choice with the same validation scores.
+    again = clone(clf).fit(X, y)
+    assert again.chosen_ == chosen
+    np.testing.assert_array_equal(again.cv_results_["val_accuracy"], table)
+
+
+def test_deterministic_with_random_state_and_n_jobs(cars):
+    X, y, X_test, _, text = cars
+    one = CLIPClassifier(text_features=text, random_state=3).fit(X, y)
+    two = CLIPClassifier(text_features=text, random_state=3, n_jobs=2).fit(X, y)
+    assert one.chosen_ == two.chosen_
+    np.testing.assert_allclose(
+        one.predict_proba(X_test), two.predict_proba(X_test), atol=1e-5
+    )
+    np.testing.assert_array_equal(one.cv_results_["status"], two.cv_results_["status"])
+
+
+def test_image_only_data(load_features):
+    X, y, X_test, y_test, _ = _subset(load_features("oxford_pets"), 37, 4)
+    clf = CLIPClassifier(random_state=0).fit(X, y)
+    assert clf.text_features_ is None
+    assert clf.candidates_ == list(IMAGE_ONLY_CANDIDATES)
+    assert clf.scoring_ == "accuracy"
+    gda = GDAClassifier().fit(X, y).score(X_test, y_test)
+    # Within two points of the best image-only method there (GDA).
+    assert clf.score(X_test, y_test) >= gda - 0.02
+
+
+def test_one_sample_per_class_uses_the_fixed_rule(load_features):
+    X, y, X_test, y_test, text = _subset(load_features("stanford_cars"), 30, 1)
+    with_text = CLIPClassifier(text_features=text, random_state=0).fit(X, y)
+    assert with_text.selection_ == "rule (one sample in some class)"
+    assert with_text.chosen_ == {"Tip-Adapter-F": 1.0}
+    assert with_text.score(X_test, y_test) > 0.5
+    without = CLIPClassifier(random_state=0).fit(X, y)
+    assert without.chosen_ == {"linear probe": 1.0}
+    # One class with a single sample is enough to need the rule.
+    X2, y2, *_ = _subset(load_features("stanford_cars"), 30, 3)
+    rows = np.r_[np.flatnonzero(y2 != y2[0]), np.flatnonzero(y2 == y2[0])[:1]]
+    assert (
+        CLIPClassifier(random_state=0)
+        .fit(X2[rows], y2[rows])
+        .selection_.startswith("rule")
+    )
+    with pytest.warns(UserWarning, match="ensemble has no effect"):
+        CLIPClassifier(ensemble=False, random_state=0).fit(X, y)
+
+
+def test_grid_search_and_pickle_round_trip(load_features, tmp_path):
+    X, y, X_test, _, _ = _subset(load_features("oxford_flowers"), 20, 4)
+    search = GridSearchCV(
+        CLIPClassifier(random_state=0), {"ensemble": [True, False]}, cv=2, n_jobs=2
+    ).fit(X, y)
+    serial = GridSearchCV(
+        CLIPClassifier(random_state=0), {"ensemble": [True, False]}, cv=2
+    ).fit(X, y)
+    assert search.best_params_ == serial.best_params_
+    np.testing.assert_allclose(
+        search.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"]
+    )
+    clf = search.best_estimator_
+    blob = pickle.dumps(clf)
+    assert len(blob) < 2_000_000  # small arrays only, no CLIP model
+    loaded = pickle.loads(blob)
+    np.testing.assert_array_equal(loaded.predict(X_test), clf.predict(X_test))
+    np.testing.assert_allclose(loaded.predict_proba(X_test), clf.predict_proba(X_test))
+
+
+def test_open_vocabulary_only_when_every_chosen_method_is(cars):
+    X, y, X_test, y_test, text = cars
+    clf = CLIPClassifier(
+        text_features=text, candidates=["zero-shot", "Tip-Adapter"], random_state=0
+    ).fit(X, y)
+    assert hasattr(clf, "with_classes")
+    # Keep half the classes, in a new label order: predictions follow.
+    classes = clf.classes_[::2]
+    narrow = clf.with_classes(classes, text_features=text[::2])
+    keep = np.isin(y_test, classes)
+    assert narrow.score(X_test[keep], y_test[keep]) >= clf.score(X_test, y_test)
+    gda = CLIPClassifier(
+        text_features=text, candidates=["GDA + zero-shot"], random_state=0
+    ).fit(X, y)
+    assert not hasattr(gda, "with_classes")
+
+
+def test_clear_errors():
+    X = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = [0, 1] * 4
+    with pytest.raises(ValueError, match="unknown method names \\['SVM'\\]"):
+        CLIPClassifier(candidates=["GDA", "SVM"]).fit(X, y)
+    with pytest.raises(ValueError, match="class_names"):
+        CLIPClassifier(candidates="text").fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CLIPClassifier(random_state=0).fit(X, y)  # image-only: nothing unused
+    with pytest.warns(UserWarning, match="templates has no effect"):
+        CLIPClassifier(templates="imagenet", random_state=0).fit(X, y)
