@@ -99,6 +99,53 @@ def build_parser():
         help="folder for the JSON results and PNG plots (default: bench_results)",
     )
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
+    embed = commands.add_parser(
+        "embed",
+        help="embed image files into Parquet shards, locally or on Ray/Dask",
+        description="Embed image files into a folder of Parquet shards (one "
+        "part-NNNNNN.parquet per shard and a _manifest.json), on this machine or on "
+        "a Ray or Dask cluster. Running the same command again computes only the "
+        "missing shards. Read the result with "
+        "sklearn_clip.distributed.EmbeddingStore(DIR).",
+    )
+    embed.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image folder (searched recursively), image file, CSV with a 'path' "
+        "column, or text file with one path per line (relative paths are relative "
+        "to the list's folder)",
+    )
+    embed.add_argument("-o", "--output", required=True, help="output folder or URL")
+    embed.add_argument(
+        "--backend", choices=("local", "ray", "dask"), default="local", help="engine"
+    )
+    embed.add_argument(
+        "--address", default=None, help="Ray or Dask cluster address (default: local)"
+    )
+    embed.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Ray actors, or workers of the Dask LocalCluster started here",
+    )
+    embed.add_argument(
+        "--shard-size", type=int, default=4096, help="images per shard (default: 4096)"
+    )
+    embed.add_argument("--model", default="ViT-B-32", help="open_clip model")
+    embed.add_argument(
+        "--pretrained",
+        default="laion2b_s34b_b79k",
+        help="pretrained tag or local checkpoint path; 'none' for random weights",
+    )
+    embed.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
+    embed.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16")
+    )
+    embed.add_argument(
+        "--batch-size", type=int, default=64, help="images per forward pass"
+    )
+    embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -113,11 +160,79 @@ def main(argv=None):
             from . import _bench
 
             return _bench.run(args)
-    except (ValueError, OSError, CLIPWeightsUnavailableError) as exc:
+        if args.command == "embed":
+            return _embed(args)
+    except (ValueError, OSError, ImportError, CLIPWeightsUnavailableError) as exc:
         message = " ".join(str(exc).split())  # one line
         print(f"sklearn-clip {args.command}: error: {message}", file=sys.stderr)
         return 2
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
+
+
+def _embed(args):
+    from ._embed_to_parquet import embed_to_parquet
+    from ._featurizer import CLIPFeaturizer
+
+    paths = expand_inputs(args.inputs)
+    featurizer = CLIPFeaturizer(
+        args.model,
+        pretrained=None if args.pretrained.lower() == "none" else args.pretrained,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+    )
+    store = embed_to_parquet(
+        featurizer,
+        paths,
+        args.output,
+        backend=args.backend,
+        shard_size=args.shard_size,
+        n_workers=args.workers,
+        address=args.address,
+        progress=not args.no_progress and "auto",
+    )
+    n_errors = len(store.errors())
+    print(
+        f"{store.n_inputs} images in {store.n_shards} shards at {args.output} "
+        f"({n_errors} unreadable, recorded as error rows)"
+    )
+    return 0
+
+
+def expand_inputs(inputs):
+    """Image paths from folders, image files, CSV files and text lists."""
+    import csv
+    import os
+    from pathlib import Path
+
+    from ._images import IMAGE_EXTENSIONS, list_image_files
+
+    paths = []
+    for item in inputs:
+        source = Path(item)
+        if source.is_dir():
+            found = list_image_files(source)
+            if not found:
+                raise ValueError(f"no image files under the folder {item!r}")
+            paths += found
+        elif source.suffix.lower() in IMAGE_EXTENSIONS:
+            paths.append(os.fspath(source))
+        elif source.suffix.lower() == ".csv":
+            with open(source, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            if not rows or "path" not in rows[0]:
+                raise ValueError(f"{item!r} needs a header row with a 'path' column")
+            paths += [os.fspath(source.parent / row["path"]) for row in rows]
+        elif source.is_file():
+            lines = source.read_text().splitlines()
+            paths += [
+                os.fspath(source.parent / line.strip())
+                for line in lines
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+        else:
+            raise ValueError(f"{item!r} is neither a folder nor a file")
+    return paths
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def content_key(item):
                 digest.update(bytes(exif))
         else:
             return None
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a path with a NUL byte
         return None
     return digest.hexdigest()
 

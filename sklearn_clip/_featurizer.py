@@ -215,6 +215,21 @@ class CLIPFeaturizer(
         """
         self._validate_params()
         items = check_image_inputs(X)
+        embeddings, failures = self._embed_items(items)
+        if failures:
+            error = ImageLoadError(failures, len(items))
+            if self.on_error == "raise":
+                raise error
+            for index, _, _ in failures:
+                embeddings[index] = np.nan
+            warn(f"{error} Their rows are NaN (on_error='nan').", UserWarning)
+        return embeddings
+
+    def _embed_items(self, items):
+        """Embed validated ``items``; return the embeddings and the unreadable
+        items as sorted ``(row, description, reason)`` triples, whose rows
+        are left unset. Shared by ``transform`` and the distributed workers.
+        """
         clip = load_clip(self.model, self.pretrained, self.device)
         if self.quantize and clip.device.type != "cpu":
             raise ValueError(
@@ -237,14 +252,7 @@ class CLIPFeaturizer(
                 cache.close()
         failures += self._copy_repeats(repeats, embeddings, failures, items)
         failures.sort()
-        if failures:
-            error = ImageLoadError(failures, len(items))
-            if self.on_error == "raise":
-                raise error
-            for index, _, _ in failures:
-                embeddings[index] = np.nan
-            warn(f"{error} Their rows are NaN (on_error='nan').", UserWarning)
-        return embeddings
+        return embeddings, failures
 
     @staticmethod
     def _fill_from_cache(cache, keys, embeddings):

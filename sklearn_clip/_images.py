@@ -303,6 +303,18 @@ def load_image_folder(folder, *, split=None, extensions=IMAGE_EXTENSIONS):
     return paths, labels
 
 
+def list_image_files(folder, *, extensions=IMAGE_EXTENSIONS):
+    """Every image file under ``folder`` (recursively), sorted, as strings."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"{os.fspath(folder)!r} is not a directory")
+    return [
+        os.fspath(path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.suffix.lower() in extensions
+    ]
+
+
 class DecodedImages(torch.utils.data.Dataset):
     """Decodes and transforms one item; failures become messages, not raises,
     so that every bad item can be reported at once (see :func:`collate_decoded`).

@@ -20,7 +20,16 @@ ESTIMATOR_MODULES = {
 }
 #: Built on the estimators (they import estimator modules; nothing below
 #: them may import these).
-COMPOSITE_MODULES = {"_bench", "_clip_classifier"}
+COMPOSITE_MODULES = {
+    "_bench",
+    "_clip_classifier",
+    # sklearn_clip.distributed and what it re-exports (built on CLIPFeaturizer)
+    "_embed_to_parquet",
+    "_embedding_store",
+    "_parquet_shards",
+    "_ray_data",
+    "distributed",
+}
 
 
 def package_imports(module):

@@ -1,0 +1,261 @@
+"""EmbeddingStore: read a folder written by ``embed_to_parquet``."""
+
+import os
+
+import numpy as np
+
+from ._embedding_cache import EmbeddingCache
+from ._images import ImageLoadError
+from ._parquet_shards import (
+    MANIFEST_NAME,
+    _parquet,
+    embedding_matrix,
+    finished_shards,
+    output_location,
+    part_name,
+    read_manifest,
+    shard_bounds,
+)
+from ._warnings import warn
+
+# Rows per transaction when exporting into the local embedding cache.
+_EXPORT_CHUNK = 10_000
+
+
+class EmbeddingStore:
+    """The embeddings of a folder of Parquet shards, in input order.
+
+    A store is what :func:`embed_to_parquet` writes: one
+    ``part-000123.parquet`` per shard (columns ``row``, ``input``,
+    ``content_sha256``, ``embedding``, ``error``) and a ``_manifest.json``.
+    Any Parquet reader can read the folder too (pandas, Spark, DuckDB, Ray
+    Data); this class adds input order, error handling and the export into
+    the local embedding cache.
+
+    Parameters
+    ----------
+    output_dir : str or path
+        Local folder or fsspec URL of the store.
+    storage_options : dict, default=None
+        fsspec options (credentials, endpoints).
+
+    Attributes
+    ----------
+    manifest : dict
+        The job: featurizer parameters, ``cache_key``, ``embedding_dim``,
+        ``shard_size``, ``n_inputs``, ``inputs_sha256``.
+    n_inputs : int
+        Rows of the finished store.
+    embedding_dim : int
+        Width of the embeddings.
+    n_shards : int
+        Shards of the job.
+
+    See Also
+    --------
+    embed_to_parquet : Write a store.
+
+    Examples
+    --------
+    >>> from sklearn_clip.distributed import EmbeddingStore
+    >>> store = EmbeddingStore("embeddings/")  # doctest: +SKIP
+    >>> X = store.to_numpy()  # doctest: +SKIP
+    >>> store.errors()  # doctest: +SKIP
+    [(17, '/data/img/broken.jpg', 'corrupt or truncated image: ...')]
+    """
+
+    def __init__(self, output_dir, *, storage_options=None):
+        self.output_dir = output_dir
+        self.storage_options = storage_options
+        self._fs, self._root = output_location(output_dir, storage_options)
+        manifest = read_manifest(self._fs, self._root)
+        if manifest is None:
+            raise FileNotFoundError(
+                f"{output_dir} is not an embedding store: it has no {MANIFEST_NAME} "
+                "(write one with sklearn_clip.distributed.embed_to_parquet)."
+            )
+        self.manifest = manifest
+        self.n_inputs = int(manifest["n_inputs"])
+        self.embedding_dim = int(manifest["embedding_dim"])
+        self.n_shards = -(-self.n_inputs // int(manifest["shard_size"]))
+
+    def __repr__(self):
+        return (
+            f"EmbeddingStore({os.fspath(self.output_dir)!r}: {self.n_inputs} inputs, "
+            f"{len(self.missing_shards())} of {self.n_shards} shards missing)"
+        )
+
+    def __len__(self):
+        return self.n_inputs
+
+    def missing_shards(self):
+        """Indices of the shards not (or not validly) written yet."""
+        done = finished_shards(self._fs, self._root, self.manifest, warn_unusable=False)
+        return [shard for shard in range(self.n_shards) if shard not in done]
+
+    @property
+    def is_complete(self):
+        """Whether every shard is written."""
+        return not self.missing_shards()
+
+    def read_shard(self, shard, columns=None):
+        """One shard as a ``pyarrow.Table``."""
+        if not 0 <= shard < self.n_shards:
+            raise IndexError(f"shard {shard} out of range [0, {self.n_shards}).")
+        path = f"{self._root}/{part_name(shard)}"
+        if not self._fs.exists(path):
+            raise FileNotFoundError(self._incomplete_message([shard]))
+        with self._fs.open(path, "rb") as handle:
+            return _parquet().read_table(handle, columns=columns)
+
+    def _checked_complete(self):
+        missing = self.missing_shards()
+        if missing:
+            raise FileNotFoundError(self._incomplete_message(missing))
+
+    def _incomplete_message(self, missing):
+        shown = ", ".join(map(str, missing[:10])) + (
+            " ..." if len(missing) > 10 else ""
+        )
+        return (
+            f"the store {self.output_dir} is incomplete: {len(missing)} of "
+            f"{self.n_shards} shards are missing ({shown}). Run embed_to_parquet "
+            "again with the same arguments to compute them."
+        )
+
+    def _column(self, name):
+        self._checked_complete()
+        values = []
+        for shard in range(self.n_shards):
+            values.extend(self.read_shard(shard, columns=[name]).column(0).to_pylist())
+        return np.array(values, dtype=object)
+
+    def inputs(self):
+        """The input paths, in order (object array of str)."""
+        return self._column("input")
+
+    def content_hashes(self):
+        """SHA-256 content key per row (``None`` for unreadable files)."""
+        return self._column("content_sha256")
+
+    def errors(self):
+        """The rows that failed, as ``(row, input, message)`` triples."""
+        self._checked_complete()
+        return self._errors()
+
+    def _errors(self):
+        found = []
+        for shard in range(self.n_shards):
+            table = self.read_shard(shard, columns=["row", "input", "error"])
+            compute = _parquet_compute()
+            failed = table.filter(compute.is_valid(table.column("error")))
+            found += zip(
+                failed.column("row").to_pylist(),
+                failed.column("input").to_pylist(),
+                failed.column("error").to_pylist(),
+            )
+        return found
+
+    def to_numpy(self, *, on_error="raise", memmap_path=None):
+        """The embeddings in input order.
+
+        Parameters
+        ----------
+        on_error : {"raise", "nan"}, default="raise"
+            Rows whose input failed: ``"raise"`` one :class:`ImageLoadError`
+            naming them; ``"nan"`` NaN rows and a warning (as
+            :class:`CLIPFeaturizer`'s ``on_error``).
+        memmap_path : str or path, default=None
+            Write the array to this ``.npy`` file and return it memory-mapped,
+            for stores larger than memory.
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_inputs, embedding_dim), float32
+        """
+        if on_error not in ("raise", "nan"):
+            raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}.")
+        self._checked_complete()
+        failures = [(row, repr(item), why) for row, item, why in self._errors()]
+        if failures and on_error == "raise":
+            raise ImageLoadError(failures, self.n_inputs)
+        shape = (self.n_inputs, self.embedding_dim)
+        if memmap_path is None:
+            out = np.empty(shape, dtype=np.float32)
+        else:
+            out = np.lib.format.open_memmap(
+                os.fspath(memmap_path), mode="w+", dtype=np.float32, shape=shape
+            )
+        shard_size = int(self.manifest["shard_size"])
+        for shard in range(self.n_shards):
+            start, stop = shard_bounds(shard, shard_size, self.n_inputs)
+            table = self.read_shard(shard, columns=["row", "embedding"])
+            rows = table.column("row").to_numpy()
+            if not np.array_equal(rows, np.arange(start, stop)):
+                raise ValueError(
+                    f"shard {shard} of {self.output_dir} holds rows "
+                    f"{rows[:3].tolist()}..., not {start}..{stop - 1}: the file "
+                    "was altered; delete it and run embed_to_parquet again."
+                )
+            out[start:stop] = embedding_matrix(
+                table.column("embedding"), self.embedding_dim
+            )
+        if failures:
+            warn(
+                f"{ImageLoadError(failures, self.n_inputs)} Their rows are NaN "
+                "(on_error='nan').",
+                UserWarning,
+            )
+        if memmap_path is not None:
+            out.flush()
+        return out
+
+    def to_embedding_cache(self, cache_dir):
+        """Copy the embeddings into a local embedding cache.
+
+        Afterwards a :class:`CLIPFeaturizer` with ``cache_dir=cache_dir`` and
+        the same cache key (model, weights, resolved precision, normalisation)
+        reads these embeddings instead of computing them, for any path whose
+        file has the same bytes. A GPU job with ``precision="auto"`` ran in
+        bfloat16: set ``precision="bf16"`` on the local featurizer to share
+        its cache key, or run the job with ``precision="fp32"``.
+
+        Parameters
+        ----------
+        cache_dir : str or path
+            The featurizer's ``cache_dir``.
+
+        Returns
+        -------
+        n_rows : int
+            Embeddings written (rows with an error or no content hash are
+            skipped).
+        """
+        self._checked_complete()
+        written = 0
+        with EmbeddingCache(
+            cache_dir, self.manifest["cache_key"], self.embedding_dim
+        ) as cache:
+            for shard in range(self.n_shards):
+                table = self.read_shard(
+                    shard, columns=["content_sha256", "embedding", "error"]
+                )
+                hashes = table.column("content_sha256").to_pylist()
+                errors = table.column("error").to_pylist()
+                matrix = embedding_matrix(table.column("embedding"), self.embedding_dim)
+                keep = [
+                    i
+                    for i, (key, error) in enumerate(zip(hashes, errors))
+                    if key is not None and error is None
+                ]
+                for start in range(0, len(keep), _EXPORT_CHUNK):
+                    chunk = keep[start : start + _EXPORT_CHUNK]
+                    cache.put([hashes[i] for i in chunk], matrix[chunk])
+                written += len(keep)
+        return written
+
+
+def _parquet_compute():
+    import pyarrow.compute
+
+    return pyarrow.compute

@@ -1,0 +1,394 @@
+"""An embedding job on disk: its manifest, one Parquet file per shard, and
+the embedding of one shard (what every engine's worker runs).
+
+Shard ``i`` holds inputs ``[i * shard_size, (i + 1) * shard_size)``. A shard
+file is written under a temporary name and renamed when complete, so a file
+named ``part-000123.parquet`` is a finished shard: a killed job leaves only
+finished shards and temporary files (dot-files, which Parquet readers skip).
+Paths go through fsspec: local disk, NFS and object stores.
+"""
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import socket
+import time
+import uuid
+
+import numpy as np
+
+from ._clip import embedding_dim, load_clip
+from ._embedding_cache import checkpoint_identity, content_key
+from ._version import __version__
+from ._warnings import warn
+
+FORMAT = 1
+MANIFEST_NAME = "_manifest.json"
+_PART_PATTERN = re.compile(r"part-(\d{6,})\.parquet$")
+# Parquet key-value metadata of each shard file.
+_CACHE_KEY_FIELD = b"sklearn_clip.cache_key"
+_SHARD_FIELD = b"sklearn_clip.shard"
+# Manifest entries that describe a run, not the job: not compared on resume.
+_INFORMATIONAL = ("sklearn_clip_version", "created")
+# Featurizer parameters that decide the embedding of an image (the rest,
+# batch size, progress, caches, decide only how it is computed).
+_EMBEDDING_PARAMS = ("model", "pretrained", "precision", "normalize", "quantize")
+
+_INSTALL_HINTS = {
+    "pyarrow": "pip install 'sklearn-clip[dask]' (or [ray]; the local backend "
+    "needs only pyarrow and fsspec)",
+    "fsspec": "pip install 'sklearn-clip[dask]' (or [ray]; the local backend "
+    "needs only pyarrow and fsspec)",
+    "ray": "pip install 'sklearn-clip[ray]'",
+    "distributed": "pip install 'sklearn-clip[dask]'",
+}
+
+
+class ManifestMismatchError(ValueError):
+    """The output folder holds another embedding job than the one asked for.
+
+    Raised instead of mixing two jobs' shards in one folder; the message names
+    every field that differs. Use a new folder, or delete the old one.
+    """
+
+
+class ShardsFailedError(RuntimeError):
+    """Some shards of an embedding job failed; the finished ones are kept.
+
+    Attributes
+    ----------
+    failures : dict of int to str
+        Shard index to the error that stopped it.
+    """
+
+    def __init__(self, failures, n_shards, output_dir):
+        self.failures = dict(failures)
+        shown = sorted(self.failures.items())[:10]
+        lines = [f"  shard {i}: {reason}" for i, reason in shown]
+        if len(self.failures) > len(shown):
+            lines.append(f"  ... and {len(self.failures) - len(shown)} more")
+        super().__init__(
+            f"{len(self.failures)} of {n_shards} shards failed; the finished "
+            f"shards in {output_dir} are kept, and running the same call again "
+            "computes only the missing ones:\n" + "\n".join(lines)
+        )
+
+
+def require(module):
+    """Import an optional engine or library, with an install hint if absent."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{module} is required for this (not installed: {exc}). Install it "
+            f"with: {_INSTALL_HINTS[module]}"
+        ) from exc
+
+
+def output_location(output_dir, storage_options=None):
+    """``(filesystem, root path)`` of a local path or fsspec URL."""
+    fsspec = require("fsspec")
+    fs, root = fsspec.core.url_to_fs(os.fspath(output_dir), **(storage_options or {}))
+    return fs, root.rstrip("/") or "/"
+
+
+def part_name(shard):
+    return f"part-{shard:06d}.parquet"
+
+
+def check_path_inputs(inputs):
+    """The inputs as a list of path strings; other items are refused by index."""
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        raise ValueError(
+            f"inputs must be a list of image paths, got one path {inputs!r}; for a "
+            "folder use sklearn_clip.load_image_folder or the CLI's "
+            "'sklearn-clip embed FOLDER'."
+        )
+    try:
+        items = list(inputs)
+    except TypeError:
+        raise ValueError(
+            f"inputs must be a list of image paths, got {type(inputs).__name__}."
+        ) from None
+    if not items:
+        raise ValueError("inputs is empty: at least one image path is required.")
+    paths = []
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, os.PathLike)):
+            raise ValueError(
+                f"inputs[{i}] is a {type(item).__name__}; a distributed job takes "
+                "image file paths only (workers read the files themselves). Embed "
+                "in-memory images with CLIPFeaturizer.transform."
+            )
+        paths.append(os.fspath(item))
+    return paths
+
+
+def inputs_digest(paths):
+    """SHA-256 of the ordered input list (paths, not contents)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.encode("utf-8", "surrogateescape"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def job_fields(featurizer, paths, shard_size):
+    """The manifest entries known before any model is loaded."""
+    params = featurizer.get_params()
+    embedding = {name: params[name] for name in _EMBEDDING_PARAMS}
+    embedding["pretrained"] = checkpoint_identity(embedding["pretrained"])
+    return {
+        "format": FORMAT,
+        "featurizer": embedding,
+        "embedding_dim": embedding_dim(featurizer.model),
+        "shard_size": int(shard_size),
+        "n_inputs": len(paths),
+        "inputs_sha256": inputs_digest(paths),
+    }
+
+
+def read_manifest(fs, root):
+    path = f"{root}/{MANIFEST_NAME}"
+    if not fs.exists(path):
+        return None
+    with fs.open(path, "r") as handle:
+        return json.load(handle)
+
+
+def write_manifest(fs, root, manifest):
+    fs.makedirs(root, exist_ok=True)
+    manifest = {
+        **manifest,
+        "sklearn_clip_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_atomically(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=2))
+
+
+def check_manifest(existing, expected, output_dir):
+    """Raise :class:`ManifestMismatchError` naming every differing field."""
+    differing = []
+    for field, value in expected.items():
+        if field in _INFORMATIONAL:
+            continue
+        if field == "featurizer":
+            old = existing.get(field) or {}
+            differing += [
+                (f"featurizer {name}", old.get(name), value[name])
+                for name in value
+                if old.get(name) != value[name]
+            ]
+        elif existing.get(field) != value:
+            differing.append((field, existing.get(field), value))
+    if differing:
+        lines = [
+            f"  {field}: {old!r} there, {new!r} now" for field, old, new in differing
+        ]
+        raise ManifestMismatchError(
+            f"{output_dir} holds another embedding job (its {MANIFEST_NAME} "
+            "differs):\n" + "\n".join(lines) + "\nWrite to a new folder, or delete "
+            "this one to start over; shards of two jobs are never mixed."
+        )
+
+
+def shard_bounds(shard, shard_size, n_inputs):
+    start = shard * shard_size
+    return start, min(start + shard_size, n_inputs)
+
+
+def finished_shards(fs, root, manifest, *, warn_unusable=True):
+    """Shards whose file is complete and belongs to this job.
+
+    A file that is unreadable, has the wrong row count or another cache key
+    is left out (``embed_to_parquet`` computes it again), with a warning
+    naming it.
+    """
+    pq = _parquet()
+    n_shards = -(-manifest["n_inputs"] // manifest["shard_size"])
+    done, bad = set(), []
+    try:
+        names = fs.ls(root, detail=False)
+    except FileNotFoundError:
+        return done
+    for name in names:
+        match = _PART_PATTERN.search(name)
+        if not match:
+            continue
+        shard = int(match.group(1))
+        if shard >= n_shards:
+            bad.append((name, "beyond the last shard of this job"))
+            continue
+        start, stop = shard_bounds(shard, manifest["shard_size"], manifest["n_inputs"])
+        try:
+            with fs.open(name, "rb") as handle:
+                metadata = pq.read_metadata(handle)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is redone
+            bad.append((name, f"unreadable ({type(exc).__name__}: {exc})"))
+            continue
+        fields = metadata.metadata or {}
+        if metadata.num_rows != stop - start:
+            bad.append((name, f"{metadata.num_rows} rows, expected {stop - start}"))
+        elif fields.get(_CACHE_KEY_FIELD, b"").decode() != manifest.get("cache_key"):
+            bad.append((name, "written with another featurizer cache key"))
+        elif fields.get(_SHARD_FIELD, b"").decode() != str(shard):
+            bad.append((name, "holds another shard"))
+        else:
+            done.add(shard)
+    if bad and warn_unusable:
+        details = "; ".join(f"{name}: {why}" for name, why in bad[:5])
+        warn(
+            f"{len(bad)} shard file(s) are not usable and are computed again: "
+            f"{details}",
+            UserWarning,
+        )
+    return done
+
+
+def worker_name():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _parquet():
+    require("pyarrow")
+    return importlib.import_module("pyarrow.parquet")
+
+
+def _write_atomically(fs, path, text_or_bytes):
+    directory, name = path.rsplit("/", 1)
+    temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+    mode = "w" if isinstance(text_or_bytes, str) else "wb"
+    with fs.open(temporary, mode) as handle:
+        handle.write(text_or_bytes)
+    if _is_local(fs):
+        # os.replace: atomic, and fails on a directory in the way instead of
+        # moving the file into it (shutil.move, fsspec's local mv, would).
+        os.replace(temporary, path)
+    else:
+        fs.mv(temporary, path)
+
+
+def _is_local(fs):
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def worker_featurizer(params):
+    """A featurizer for a worker: no progress bars, caches or memmaps of the
+    caller's machine; unreadable inputs become error rows.
+    """
+    from ._featurizer import CLIPFeaturizer
+
+    params = {
+        **params,
+        "progress": False,
+        "cache_dir": None,
+        "memmap_dir": None,
+        "on_error": "nan",
+    }
+    return CLIPFeaturizer(**params)
+
+
+def describe_worker(params):
+    """Load the model here (once per process) and return its cache key."""
+    featurizer = worker_featurizer(params)
+    clip = load_clip(featurizer.model, featurizer.pretrained, featurizer.device)
+    return {
+        "cache_key": featurizer._namespace(clip),
+        "device": str(clip.device),
+        "worker": worker_name(),
+    }
+
+
+def embed_paths(featurizer, paths):
+    """Embed ``paths`` with a worker featurizer.
+
+    Returns ``(embeddings, content hashes, errors)``: float32 rows (NaN
+    where the input failed), the SHA-256 content key of each readable file
+    (the key of the local embedding cache) and the error message per row
+    (``None`` where it succeeded).
+    """
+    embeddings, failures = featurizer._embed_items(paths)
+    errors = [None] * len(paths)
+    for row, _, reason in failures:
+        errors[row] = reason
+        embeddings[row] = np.nan
+    hashes = [content_key(path) for path in paths]
+    return embeddings, hashes, errors
+
+
+def embed_shard(
+    params, paths, shard, first_row, root_url, cache_key, storage_options, pooled=False
+):
+    """Embed one shard and write its Parquet file; what a worker runs.
+
+    ``pooled``: this process is one of several workers sharing the node's
+    cores, so on the CPU ``num_workers="auto"`` decodes with threads instead
+    of starting DataLoader processes that would compete with the others.
+    Returns a small summary (rows, errors, seconds, worker). Raises if this
+    worker computes another cache key than the job's (a CPU worker in a GPU
+    job, say), instead of writing embeddings that differ from the others.
+    """
+    started = time.perf_counter()
+    featurizer = worker_featurizer(params)
+    clip = load_clip(featurizer.model, featurizer.pretrained, featurizer.device)
+    here = featurizer._namespace(clip)
+    if here != cache_key:
+        raise RuntimeError(
+            f"worker {os.getpid()} on {clip.device} computes embeddings with "
+            f"cache key {here[:12]}..., not the job's {cache_key[:12]}... (another "
+            "device kind or precision): every worker of a job must use the same "
+            "device kind; set the featurizer's precision explicitly or place the "
+            "job on one kind of worker."
+        )
+    if pooled and featurizer.num_workers == "auto" and clip.device.type == "cpu":
+        featurizer.set_params(num_workers=0)
+    embeddings, hashes, errors = embed_paths(featurizer, paths)
+    table = shard_table(first_row, paths, hashes, embeddings, errors)
+    table = table.replace_schema_metadata(
+        {_CACHE_KEY_FIELD: cache_key.encode(), _SHARD_FIELD: str(shard).encode()}
+    )
+    fs, root = output_location(root_url, storage_options)
+    sink = require("pyarrow").BufferOutputStream()
+    _parquet().write_table(table, sink)
+    _write_atomically(fs, f"{root}/{part_name(shard)}", sink.getvalue().to_pybytes())
+    return {
+        "shard": shard,
+        "rows": len(paths),
+        "errors": sum(error is not None for error in errors),
+        "seconds": time.perf_counter() - started,
+        "worker": worker_name(),
+    }
+
+
+def shard_table(first_row, paths, hashes, embeddings, errors):
+    """The Arrow table of one shard (the columns of the store)."""
+    pa = require("pyarrow")
+    n, dim = embeddings.shape
+    failed = np.array([error is not None for error in errors], dtype=bool)
+    values = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).ravel())
+    embedding = pa.FixedSizeListArray.from_arrays(
+        values, dim, mask=pa.array(failed) if failed.any() else None
+    )
+    return pa.table(
+        {
+            "row": pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
+            "input": pa.array(paths, type=pa.string()),
+            "content_sha256": pa.array(hashes, type=pa.string()),
+            "embedding": embedding,
+            "error": pa.array(errors, type=pa.string()),
+        }
+    )
+
+
+def embedding_matrix(column, dim):
+    """Rows of a fixed-size-list column as a float32 array (NaN where null)."""
+    array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    values = array.values.slice(array.offset * dim, len(array) * dim)
+    matrix = values.to_numpy(zero_copy_only=False).reshape(len(array), dim)
+    if array.null_count:
+        matrix = matrix.copy()
+        matrix[~array.is_valid().to_numpy(zero_copy_only=False)] = np.nan
+    return matrix

@@ -1,0 +1,385 @@
+"""sklearn_clip.distributed: sharded, resumable embedding on this machine,
+Ray and Dask; the Ray Data step; model search under joblib's Dask and Ray
+backends.
+
+One local cluster per engine for the whole module (Dask: two single-thread
+worker processes; Ray: two CPUs). Tests that need one are marked
+``distributed`` (deselect with ``-m "not distributed"``).
+"""
+
+import csv
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sklearn_clip import CLIPFeaturizer
+from sklearn_clip._cli import main as cli_main
+from sklearn_clip._embedding_cache import content_key
+from sklearn_clip.distributed import (
+    CLIPBatchEmbedder,
+    EmbeddingStore,
+    ManifestMismatchError,
+    ShardsFailedError,
+    embed_to_parquet,
+)
+
+from .conftest import TINY
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:pretrained=None"),
+    pytest.mark.filterwarnings("ignore:.*could not be read as images:UserWarning"),
+]
+pytest.importorskip("pyarrow")
+pytest.importorskip("fsspec")
+
+# 29 images in shards of 8 (a last shard of 5) and batches of 4 (a last
+# batch of one): shards align with batches, so the embeddings are bitwise
+# those of one transform call.
+N_IMAGES, SHARD_SIZE, BATCH_SIZE = 29, 8, 4
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Image paths with two bad inputs (a missing and a corrupt file)."""
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(N_IMAGES):
+        size = (int(rng.integers(20, 48)), int(rng.integers(20, 48)))
+        pixels = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+        path = folder / f"img-{i:02d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(pixels).save(path)
+        paths.append(str(path))
+    corrupt = folder / "corrupt.jpg"
+    corrupt.write_bytes(b"not an image")
+    paths[5] = str(corrupt)
+    paths[17] = str(folder / "missing.png")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def featurizer():
+    return CLIPFeaturizer(**TINY, batch_size=BATCH_SIZE, on_error="nan")
+
+
+@pytest.fixture(scope="module")
+def expected(featurizer, images):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return featurizer.fit_transform(images)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def engine_kwargs(backend, request):
+    """Keyword arguments running ``embed_to_parquet`` on the module's cluster."""
+    if backend == "dask":
+        return {"address": request.getfixturevalue("dask_cluster").scheduler_address}
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
+        return {"n_workers": 2}
+    return {}
+
+
+BACKENDS = [
+    "local",
+    pytest.param("dask", marks=pytest.mark.distributed),
+    pytest.param("ray", marks=pytest.mark.distributed),
+]
+
+
+def part_times(folder):
+    return {
+        name: os.stat(folder / name).st_mtime_ns
+        for name in os.listdir(folder)
+        if name.startswith("part-")
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_store_equals_local_transform_bitwise_in_input_order(
+    backend, request, featurizer, images, expected, tmp_path
+):
+    store = embed_to_parquet(
+        featurizer,
+        images,
+        tmp_path / "store",
+        backend=backend,
+        shard_size=SHARD_SIZE,
+        **engine_kwargs(backend, request),
+    )
+    assert store.is_complete and len(store) == N_IMAGES
+    assert sorted(part_times(tmp_path / "store")) == [
+        f"part-{i:06d}.parquet" for i in range(4)
+    ]
+    with pytest.warns(UserWarning, match="2 of 29 inputs could not be read"):
+        got = store.to_numpy(on_error="nan")
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)  # NaN rows included
+    assert list(store.inputs()) == images
+    assert list(store.content_hashes()) == [content_key(path) for path in images]
+    errors = store.errors()
+    assert [(row, path) for row, path, _ in errors] == [
+        (5, images[5]),
+        (17, images[17]),
+    ]
+    assert "not an image file" in errors[0][2] and "does not exist" in errors[1][2]
+    with pytest.raises(ValueError, match=r"(?s)2 of 29 inputs.*\[17\]"):
+        store.to_numpy()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_failed_shard_is_reported_and_a_rerun_computes_only_it(
+    backend, request, featurizer, images, expected, tmp_path
+):
+    output = tmp_path / "store"
+    kwargs = engine_kwargs(backend, request)
+    run = dict(shard_size=SHARD_SIZE, backend=backend, **kwargs)
+    embed_to_parquet(featurizer, images, output, **run)
+    for name in part_times(output):
+        (output / name).unlink()
+    # A fault in one shard: a folder where its file must go makes its
+    # rename fail on the worker; the other shards finish.
+    (output / "part-000002.parquet").mkdir()
+    with pytest.raises(ShardsFailedError, match=r"1 of 4 shards failed") as raised:
+        with pytest.warns(UserWarning, match="not usable"):
+            embed_to_parquet(featurizer, images, output, **run)
+    assert list(raised.value.failures) == [2]
+    assert "IsADirectoryError" in raised.value.failures[2]
+    with pytest.raises(FileNotFoundError, match=r"missing \(2\)\. Run embed_to_parq"):
+        EmbeddingStore(output).to_numpy()
+    assert EmbeddingStore(output).missing_shards() == [2]
+    (output / "part-000002.parquet").rmdir()
+    before = part_times(output)
+    assert sorted(before) == [f"part-00000{i}.parquet" for i in (0, 1, 3)]
+
+    store = embed_to_parquet(featurizer, images, output, **run)
+    after = part_times(output)
+    assert set(after) == set(before) | {"part-000002.parquet"}
+    assert all(after[name] == before[name] for name in before)
+    np.testing.assert_array_equal(store.to_numpy(on_error="nan"), expected)
+
+
+def test_lost_and_damaged_shards_are_recomputed(
+    featurizer, images, expected, tmp_path, monkeypatch
+):
+    output = tmp_path / "store"
+    embed_to_parquet(featurizer, images, output, shard_size=SHARD_SIZE)
+    (output / "part-000000.parquet").unlink()
+    damaged = output / "part-000003.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    before = part_times(output)
+    with pytest.warns(UserWarning, match=r"1 shard file\(s\).*part-000003"):
+        store = embed_to_parquet(featurizer, images, output, shard_size=SHARD_SIZE)
+    after = part_times(output)
+    assert after["part-000001.parquet"] == before["part-000001.parquet"]
+    assert after["part-000002.parquet"] == before["part-000002.parquet"]
+    assert after["part-000003.parquet"] != before["part-000003.parquet"]
+    np.testing.assert_array_equal(store.to_numpy(on_error="nan"), expected)
+    # A complete store: a re-run starts no engine (Ray cannot even be
+    # imported here) and rewrites nothing.
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    embed_to_parquet(featurizer, images, output, shard_size=SHARD_SIZE, backend="ray")
+    assert part_times(output) == after
+
+
+def test_another_job_in_the_folder_is_refused(featurizer, images, tmp_path):
+    output = tmp_path / "store"
+    embed_to_parquet(featurizer, images[:10], output, shard_size=SHARD_SIZE)
+    with pytest.raises(ManifestMismatchError, match=r"n_inputs: 10 there, 11 now"):
+        embed_to_parquet(featurizer, images[:11], output, shard_size=SHARD_SIZE)
+    with pytest.raises(ManifestMismatchError, match="inputs_sha256"):
+        embed_to_parquet(featurizer, images[1:11], output, shard_size=SHARD_SIZE)
+    with pytest.raises(ManifestMismatchError, match=r"shard_size: 8 there, 4 now"):
+        embed_to_parquet(featurizer, images[:10], output, shard_size=4)
+    other = CLIPFeaturizer(**TINY, batch_size=BATCH_SIZE, normalize=False)
+    with pytest.raises(ManifestMismatchError, match="featurizer normalize"):
+        embed_to_parquet(other, images[:10], output, shard_size=SHARD_SIZE)
+    # Settings that do not change the embeddings are not part of the job.
+    resumed = CLIPFeaturizer(**TINY, batch_size=2, progress=False)
+    embed_to_parquet(resumed, images[:10], output, shard_size=SHARD_SIZE)
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "part-000000.parquet").write_bytes(b"x")
+    with pytest.raises(ValueError, match="no _manifest.json"):
+        embed_to_parquet(featurizer, images, foreign, shard_size=SHARD_SIZE)
+    with pytest.raises(FileNotFoundError, match="not an embedding store"):
+        EmbeddingStore(foreign)
+
+
+def test_export_into_the_embedding_cache_gives_warm_hits(
+    featurizer, images, expected, tmp_path, monkeypatch
+):
+    store = embed_to_parquet(featurizer, images, tmp_path / "store", shard_size=8)
+    assert store.to_embedding_cache(tmp_path / "cache") == N_IMAGES - 2
+    embedded = []
+    original = CLIPFeaturizer._embed
+
+    def counting(self, items, todo, *args):
+        embedded.extend(int(i) for i in todo)
+        return original(self, items, todo, *args)
+
+    monkeypatch.setattr(CLIPFeaturizer, "_embed", counting)
+    cached = CLIPFeaturizer(**TINY, on_error="nan", cache_dir=tmp_path / "cache")
+    with pytest.warns(UserWarning, match="could not be read"):
+        got = cached.fit_transform(images)
+    assert embedded == [5, 17]  # only the two bad inputs were tried again
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_memory_mapped_output(featurizer, images, expected, tmp_path):
+    store = embed_to_parquet(featurizer, images, tmp_path / "store", shard_size=8)
+    path = tmp_path / "X.npy"
+    with pytest.warns(UserWarning, match="could not be read"):
+        got = store.to_numpy(on_error="nan", memmap_path=path)
+    assert isinstance(got, np.memmap)
+    np.testing.assert_array_equal(np.load(path), expected)
+
+
+def test_invalid_arguments_are_refused(featurizer, images, tmp_path, monkeypatch):
+    out = tmp_path / "store"
+    with pytest.raises(ValueError, match=r"inputs\[1\] is a ndarray"):
+        embed_to_parquet(featurizer, [images[0], np.zeros((4, 4, 3))], out)
+    with pytest.raises(ValueError, match="one path"):
+        embed_to_parquet(featurizer, images[0], out)
+    with pytest.raises(ValueError, match="empty"):
+        embed_to_parquet(featurizer, [], out)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        embed_to_parquet(featurizer, images, out, backend="spark")
+    with pytest.raises(ValueError, match="shard_size"):
+        embed_to_parquet(featurizer, images, out, shard_size=0)
+    with pytest.raises(ValueError, match="n_workers applies"):
+        embed_to_parquet(featurizer, images, out, n_workers=2)
+    with pytest.raises(TypeError, match="CLIPFeaturizer"):
+        embed_to_parquet(object(), images, out)
+    assert not out.exists()
+    # A missing engine names the extra that installs it.
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)
+    with pytest.raises(ImportError, match=r"sklearn-clip\[ray\]"):
+        embed_to_parquet(featurizer, images, out, backend="ray")
+
+
+def test_cli_embeds_folders_and_path_lists(featurizer, images, expected, tmp_path):
+    folder = os.path.dirname(images[0])
+    good = [path for path in images if os.path.exists(path)]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# two images\n" + "\n".join(good[:2]) + "\n\n")
+    table = tmp_path / "list.csv"
+    with open(table, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        writer.writerow([os.path.relpath(good[2], tmp_path), "x"])
+    common = ["--model", TINY["model"], "--pretrained", "none", "--device", "cpu"]
+    out = tmp_path / "store"
+    argv = ["embed", folder, str(listing), str(table), "-o", str(out)]
+    assert cli_main([*argv, "--shard-size", "8", "--batch-size", "4", *common]) == 0
+    store = EmbeddingStore(out)
+    in_folder = sorted(str(path) for path in Path(folder).iterdir())
+    csv_path = str(tmp_path / os.path.relpath(good[2], tmp_path))
+    assert list(store.inputs()) == in_folder + good[:2] + [csv_path]
+    assert [row for row, _, _ in store.errors()] == [in_folder.index(images[5])]
+    with pytest.warns(UserWarning, match="could not be read"):
+        got = store.to_numpy(on_error="nan")
+    by_path = dict(zip(images, expected))
+    for row, path in enumerate(store.inputs()):
+        if path in by_path:
+            # Other batches than the reference's: equal up to float rounding.
+            np.testing.assert_allclose(got[row], by_path[path], rtol=0, atol=1e-6)
+
+
+@pytest.mark.distributed
+def test_ray_data_batch_embedder(ray_cluster, featurizer, images, expected):
+    ray_data = pytest.importorskip("ray.data")
+    dataset = ray_data.from_items([{"path": p, "row": i} for i, p in enumerate(images)])
+    embedded = dataset.map_batches(
+        CLIPBatchEmbedder,
+        fn_constructor_kwargs={"featurizer": featurizer},
+        batch_size=BATCH_SIZE,
+        compute=ray_data.ActorPoolStrategy(size=1),  # a CPU left for the rest
+        num_cpus=1,
+    ).take_all()
+    assert len(embedded) == N_IMAGES
+    for row in embedded:
+        i = row["row"]
+        assert row["path"] == images[i]
+        assert row["content_sha256"] == content_key(images[i])
+        # Ray Data forms its own batches: equal up to float rounding.
+        np.testing.assert_allclose(row["embedding"], expected[i], rtol=0, atol=1e-6)
+        assert (row["error"] is None) == (i not in (5, 17))
+
+
+def few_shot_pets(load_features):
+    """4 shots of each of the 37 Oxford-IIIT Pets breeds (real CLIP features)."""
+    from sklearn_clip import few_shot_indices
+
+    data = load_features("oxford_pets")
+    rows = few_shot_indices(data["y_train"], 4, random_state=0)
+    return data["X_train"][rows], data["y_train"][rows]
+
+
+def grid_search(X, y, **parallel):
+    import joblib
+    from sklearn.model_selection import GridSearchCV
+
+    from sklearn_clip import LinearProbeClassifier
+
+    search = GridSearchCV(
+        LinearProbeClassifier(random_state=0),
+        {"alpha": [0.1, 1.0, 10.0]},
+        cv=3,
+        n_jobs=2 if parallel else 1,
+    )
+    with joblib.parallel_config(**parallel) if parallel else _nothing():
+        return search.fit(X, y)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("backend", ["dask", "ray"])
+def test_grid_search_on_a_cluster_equals_one_process(backend, request, load_features):
+    X, y = few_shot_pets(load_features)
+    reference = grid_search(X, y)
+    if backend == "dask":
+        distributed = pytest.importorskip("distributed")
+        address = request.getfixturevalue("dask_cluster").scheduler_address
+        with distributed.Client(address):
+            search = grid_search(X, y, backend="dask", scatter=[X, y])
+    else:
+        request.getfixturevalue("ray_cluster")
+        from ray.util.joblib import register_ray
+
+        register_ray()
+        search = grid_search(X, y, backend="ray", ray_remote_args={"num_cpus": 1})
+    assert search.best_params_ == reference.best_params_
+    for key in ("mean_test_score", "split0_test_score", "split2_test_score"):
+        np.testing.assert_array_equal(
+            search.cv_results_[key], reference.cv_results_[key]
+        )
+    np.testing.assert_array_equal(search.predict(X), reference.predict(X))
