@@ -13,6 +13,7 @@ from numbers import Integral
 
 from tqdm.auto import tqdm
 
+from ._base import warn_unused_parameters
 from ._featurizer import CLIPFeaturizer
 from ._parquet_shards import (
     ShardsFailedError,
@@ -143,6 +144,12 @@ def embed_to_parquet(
             f"featurizer must be a CLIPFeaturizer, got {type(featurizer).__name__}."
         )
     featurizer._validate_params()
+    warn_unused_parameters(
+        featurizer,
+        ["cache_dir", "memmap_dir"],
+        "in embed_to_parquet: workers write Parquet shards (copy them into a "
+        "cache with EmbeddingStore.to_embedding_cache)",
+    )
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
     if not isinstance(shard_size, Integral) or isinstance(shard_size, bool):
@@ -318,9 +325,11 @@ class _RayEngine:
         if worker_resources == "auto":
             wants_gpu = gpus > 0 and not str(params["device"]).startswith("cpu")
             worker_resources = {"num_gpus": 1} if wants_gpu else {"num_cpus": 1}
-        n_actors = n_workers or (
-            gpus if "num_gpus" in worker_resources else int(total.get("CPU", 1))
-        )
+        if worker_resources.get("num_gpus"):
+            fit = gpus / worker_resources["num_gpus"]
+        else:
+            fit = total.get("CPU", 1) / worker_resources.get("num_cpus", 1)
+        n_actors = n_workers or max(1, int(fit + 1e-9))
         for option, resource in (("num_gpus", "GPU"), ("num_cpus", "CPU")):
             need = worker_resources.get(option, 1 if option == "num_cpus" else 0)
             if need * n_actors > total.get(resource, 0):
@@ -395,7 +404,7 @@ class _DaskEngine:
             self._owned.append(client)
         else:
             try:
-                client = distributed.get_client()
+                client = distributed.default_client()
             except ValueError:
                 client = None
             if client is None:
@@ -408,7 +417,10 @@ class _DaskEngine:
                     n_workers=n_workers or os.cpu_count() or 1,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    # Any free port: even without a dashboard the scheduler's
+                    # HTTP server binds one, 8787 by default, which another
+                    # cluster may hold.
+                    dashboard_address=":0",
                 )
                 client = distributed.Client(cluster)
                 self._owned += [client, cluster]

@@ -122,7 +122,15 @@ def check_path_inputs(inputs):
                 "image file paths only (workers read the files themselves). Embed "
                 "in-memory images with CLIPFeaturizer.transform."
             )
-        paths.append(os.fspath(item))
+        path = os.fspath(item)
+        if "://" in path:
+            raise ValueError(
+                f"inputs[{i}] is a URL ({path!r}); workers read the images from a "
+                "file system they mount (NFS, or a bucket mounted with s3fs/gcsfuse). "
+                "Only output_dir may be an object-store URL."
+            )
+        # Workers may run in another folder: relative paths are made absolute.
+        paths.append(os.path.abspath(path))
     return paths
 
 

@@ -77,7 +77,7 @@ def expected(featurizer, images):
 def dask_cluster():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         yield cluster
 
@@ -260,6 +260,8 @@ def test_invalid_arguments_are_refused(featurizer, images, tmp_path, monkeypatch
     out = tmp_path / "store"
     with pytest.raises(ValueError, match=r"inputs\[1\] is a ndarray"):
         embed_to_parquet(featurizer, [images[0], np.zeros((4, 4, 3))], out)
+    with pytest.raises(ValueError, match=r"inputs\[0\] is a URL"):
+        embed_to_parquet(featurizer, ["s3://bucket/a.jpg"], out)
     with pytest.raises(ValueError, match="one path"):
         embed_to_parquet(featurizer, images[0], out)
     with pytest.raises(ValueError, match="empty"):
@@ -273,6 +275,9 @@ def test_invalid_arguments_are_refused(featurizer, images, tmp_path, monkeypatch
     with pytest.raises(TypeError, match="CLIPFeaturizer"):
         embed_to_parquet(object(), images, out)
     assert not out.exists()
+    cached = CLIPFeaturizer(**TINY, cache_dir=tmp_path / "cache")
+    with pytest.warns(UserWarning, match="cache_dir has no effect in embed_to_parq"):
+        embed_to_parquet(cached, images[:3], tmp_path / "cached")
     # A missing engine names the extra that installs it.
     monkeypatch.setitem(__import__("sys").modules, "ray", None)
     with pytest.raises(ImportError, match=r"sklearn-clip\[ray\]"):
@@ -295,7 +300,7 @@ def test_cli_embeds_folders_and_path_lists(featurizer, images, expected, tmp_pat
     assert cli_main([*argv, "--shard-size", "8", "--batch-size", "4", *common]) == 0
     store = EmbeddingStore(out)
     in_folder = sorted(str(path) for path in Path(folder).iterdir())
-    csv_path = str(tmp_path / os.path.relpath(good[2], tmp_path))
+    csv_path = good[2]  # relative to the CSV, stored absolute
     assert list(store.inputs()) == in_folder + good[:2] + [csv_path]
     assert [row for row, _, _ in store.errors()] == [in_folder.index(images[5])]
     with pytest.warns(UserWarning, match="could not be read"):
@@ -383,3 +388,33 @@ def test_grid_search_on_a_cluster_equals_one_process(backend, request, load_feat
             search.cv_results_[key], reference.cv_results_[key]
         )
     np.testing.assert_array_equal(search.predict(X), reference.predict(X))
+
+
+@pytest.mark.distributed
+def test_cli_starts_and_stops_its_own_dask_cluster(images, expected, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    good = [path for i, path in enumerate(images) if i not in (5, 17)][:12]
+    listing = tmp_path / "paths.txt"
+    listing.write_text("\n".join(good))
+    out = tmp_path / "store"
+    argv = ["embed", str(listing), "-o", str(out), "--backend", "dask"]
+    argv += ["--workers", "1", "--shard-size", "4", "--batch-size", "4"]
+    argv += ["--model", TINY["model"], "--pretrained", "none", "--device", "cpu"]
+    assert cli_main(argv) == 0
+    by_path = dict(zip(images, expected))
+    np.testing.assert_allclose(  # other batches: equal up to float rounding
+        EmbeddingStore(out).to_numpy(),
+        np.stack([by_path[p] for p in good]),
+        rtol=0,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="No clients found"):
+        distributed.default_client()  # the cluster it started is gone
+
+
+def test_relative_paths_are_stored_absolute(featurizer, images, tmp_path, monkeypatch):
+    folder = os.path.dirname(images[0])
+    monkeypatch.chdir(folder)
+    relative = [os.path.basename(path) for path in images[:3]]
+    store = embed_to_parquet(featurizer, relative, tmp_path / "store", shard_size=8)
+    assert list(store.inputs()) == images[:3]

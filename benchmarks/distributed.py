@@ -1,0 +1,198 @@
+"""Embedding on one process, a Dask cluster and a Ray cluster, in one run.
+
+Same photos, model, batch and shard sizes for every row: the local
+``CLIPFeaturizer`` (one process, its own threads) against
+``embed_to_parquet`` on each engine with 1 and 2 workers (a local cluster
+started by the row itself), then the cost of resuming a job after losing
+half of its shards. Rows run in an interleaved order, ``--repeats`` times,
+and the table shows the median.
+
+Columns:
+
+* start-up s: from nothing to every worker holding the model (cluster
+  start, worker processes, imports, model load);
+* embed s and images/s: the shards themselves, after start-up;
+* CPU s: CPU time of this process and every process below it (workers,
+  Ray's and Dask's own services) over the whole row;
+* resume s: a re-run after deleting every other shard, start-up included.
+
+    python benchmarks/distributed.py                      # CPU, ~6 min
+    python benchmarks/distributed.py --device cuda --model ViT-L-14 --repeats 1
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+# This file's name would shadow Dask's ``distributed`` package: take its
+# folder off the import path before anything imports Dask.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+
+import psutil  # noqa: E402
+
+from sklearn_clip import CLIPFeaturizer, clear_clip_cache  # noqa: E402
+from sklearn_clip._embed_to_parquet import (  # noqa: E402
+    _DaskEngine,
+    _LocalEngine,
+    _RayEngine,
+    embed_to_parquet,
+)
+from sklearn_clip._images import list_image_files  # noqa: E402
+from sklearn_clip._parquet_shards import (  # noqa: E402
+    job_fields,
+    shard_bounds,
+    write_manifest,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
+ENGINES = {"local": _LocalEngine, "dask": _DaskEngine, "ray": _RayEngine}
+
+
+def tree_cpu_seconds():
+    """CPU seconds of this process and all its descendants (those alive now
+    and, through the ``children_*`` counters, those already reaped).
+    """
+    total = 0.0
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user
+        total += times.children_system
+    return total
+
+
+def run_row(backend, n_workers, featurizer, paths, shard_size, folder):
+    """Embed ``paths`` into ``folder`` with one engine; time its phases."""
+    clear_clip_cache()  # the local row loads its model too
+    shutil.rmtree(folder, ignore_errors=True)
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, root = LocalFileSystem(), str(folder)
+    cpu_start, wall_start = tree_cpu_seconds(), time.perf_counter()
+    params = featurizer.get_params()
+    n_engine_workers = None if backend == "local" else n_workers
+    with ENGINES[backend](params, n_engine_workers, None, "auto") as engine:
+        cache_key = engine.cache_key()
+        started = time.perf_counter()
+        write_manifest(
+            fs,
+            root,
+            {**job_fields(featurizer, paths, shard_size), "cache_key": cache_key},
+        )
+        tasks = []
+        for shard in range(-(-len(paths) // shard_size)):
+            start, stop = shard_bounds(shard, shard_size, len(paths))
+            tasks.append(
+                (params, paths[start:stop], shard, start, root, cache_key, None)
+            )
+        for _, outcome in engine.map(tasks):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        finished = time.perf_counter()
+        cpu = tree_cpu_seconds() - cpu_start
+    return {
+        "start-up s": started - wall_start,
+        "embed s": finished - started,
+        "images/s": len(paths) / (finished - started),
+        "CPU s": cpu,
+    }
+
+
+def resume_row(backend, n_workers, featurizer, paths, shard_size, folder):
+    """Delete every other shard of a finished store, then time the re-run."""
+    clear_clip_cache()
+    parts = sorted(p for p in os.listdir(folder) if p.startswith("part-"))
+    for name in parts[::2]:
+        os.remove(Path(folder) / name)
+    kwargs = {} if backend == "local" else {"n_workers": n_workers}
+    start = time.perf_counter()
+    embed_to_parquet(
+        featurizer,
+        paths,
+        folder,
+        backend=backend,
+        shard_size=shard_size,
+        progress=False,
+        **kwargs,
+    )
+    return time.perf_counter() - start, len(parts[::2]), len(parts)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--photos", default="hymenoptera")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shard-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+
+    warnings.filterwarnings("ignore", message="pretrained=None")
+    paths = list_image_files(DATA / args.photos)
+    # Random weights: the speed of a model does not depend on its weights.
+    featurizer = CLIPFeaturizer(
+        args.model,
+        pretrained=None,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=False,
+    )
+    rows = [("local", 1)] + [
+        (engine, n) for n in args.workers for engine in ("dask", "ray")
+    ]
+    results = {row: [] for row in rows}
+    resumes = {row: [] for row in rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            order = rows if repeat % 2 == 0 else rows[::-1]  # interleave
+            for backend, n in order:
+                folder = Path(tmp) / f"{backend}-{n}"
+                measured = run_row(
+                    backend, n, featurizer, paths, args.shard_size, folder
+                )
+                results[(backend, n)].append(measured)
+                resumes[(backend, n)].append(
+                    resume_row(backend, n, featurizer, paths, args.shard_size, folder)
+                )
+                print(f"  {backend} x{n} (repeat {repeat + 1}): {measured}", flush=True)
+
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        if args.device == "cpu"
+        else args.device
+    )
+    print(
+        f"\n### Embedding {len(paths)} photos ({args.photos}), {args.model} on "
+        f"{args.device} ({machine}); batch {args.batch_size}, shards of "
+        f"{args.shard_size}; median of {args.repeats}\n"
+    )
+    columns = ["start-up s", "embed s", "images/s", "CPU s"]
+    print("| engine | workers | " + " | ".join(columns) + " | resume s | vs local |")
+    print("|---|---|" + "---|" * (len(columns) + 2))
+    local_rate = statistics.median(r["images/s"] for r in results[("local", 1)])
+    for backend, n in rows:
+        medians = {
+            c: statistics.median(r[c] for r in results[(backend, n)]) for c in columns
+        }
+        resume = statistics.median(r[0] for r in resumes[(backend, n)])
+        lost, total = resumes[(backend, n)][0][1:]
+        cells = " | ".join(f"{medians[c]:.1f}" for c in columns)
+        print(
+            f"| {backend} | {n} | {cells} | {resume:.1f} ({lost}/{total} shards) "
+            f"| {medians['images/s'] / local_rate:.2f}x |"
+        )
+
+
+if __name__ == "__main__":  # spawned Dask workers import this file again
+    main()
