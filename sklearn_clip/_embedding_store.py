@@ -89,7 +89,13 @@ class EmbeddingStore:
         return self.n_inputs
 
     def missing_shards(self):
-        """Indices of the shards not (or not validly) written yet."""
+        """Indices of the shards not (or not validly) written yet.
+
+        Returns
+        -------
+        shards : list of int
+            Empty when the store is complete.
+        """
         done = finished_shards(self._fs, self._root, self.manifest, warn_unusable=False)
         return [shard for shard in range(self.n_shards) if shard not in done]
 
@@ -99,7 +105,20 @@ class EmbeddingStore:
         return not self.missing_shards()
 
     def read_shard(self, shard, columns=None):
-        """One shard as a ``pyarrow.Table``."""
+        """Read one shard.
+
+        Parameters
+        ----------
+        shard : int
+            Shard index, from 0 to ``n_shards - 1``.
+        columns : list of str, default=None
+            Columns to read (default: all).
+
+        Returns
+        -------
+        table : pyarrow.Table
+            One row per input of the shard.
+        """
         if not 0 <= shard < self.n_shards:
             raise IndexError(f"shard {shard} out of range [0, {self.n_shards}).")
         path = f"{self._root}/{part_name(shard)}"
@@ -131,15 +150,33 @@ class EmbeddingStore:
         return np.array(values, dtype=object)
 
     def inputs(self):
-        """The input paths, in order (object array of str)."""
+        """The input paths, in input order.
+
+        Returns
+        -------
+        inputs : ndarray of str objects, shape (n_inputs,)
+        """
         return self._column("input")
 
     def content_hashes(self):
-        """SHA-256 content key per row (``None`` for unreadable files)."""
+        """The content key of every input, in input order.
+
+        Returns
+        -------
+        hashes : ndarray of objects, shape (n_inputs,)
+            Hex SHA-256 of each file's bytes (the key of the local embedding
+            cache); ``None`` for files that could not be read.
+        """
         return self._column("content_sha256")
 
     def errors(self):
-        """The rows that failed, as ``(row, input, message)`` triples."""
+        """The inputs that could not be embedded.
+
+        Returns
+        -------
+        errors : list of (int, str, str)
+            ``(row, input path, reason)`` for every failed row, in row order.
+        """
         self._checked_complete()
         return self._errors()
 

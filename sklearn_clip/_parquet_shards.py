@@ -57,6 +57,15 @@ class ManifestMismatchError(ValueError):
 class ShardsFailedError(RuntimeError):
     """Some shards of an embedding job failed; the finished ones are kept.
 
+    Parameters
+    ----------
+    failures : dict of int to str
+        Shard index to the error that stopped it.
+    n_shards : int
+        Shards of the job, for the message.
+    output_dir : str or path
+        The job's output folder, for the message.
+
     Attributes
     ----------
     failures : dict of int to str
