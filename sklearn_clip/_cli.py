@@ -154,6 +154,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     from ._clip import CLIPWeightsUnavailableError
+    from ._parquet_shards import ShardsFailedError
 
     try:
         if args.command == "bench":
@@ -162,7 +163,13 @@ def main(argv=None):
             return _bench.run(args)
         if args.command == "embed":
             return _embed(args)
-    except (ValueError, OSError, ImportError, CLIPWeightsUnavailableError) as exc:
+    except (
+        ValueError,
+        OSError,
+        ImportError,
+        CLIPWeightsUnavailableError,
+        ShardsFailedError,
+    ) as exc:
         message = " ".join(str(exc).split())  # one line
         print(f"sklearn-clip {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -207,6 +214,10 @@ def expand_inputs(inputs):
 
     from ._images import IMAGE_EXTENSIONS, list_image_files
 
+    def resolve(listing, entry):
+        # URLs stay as they are (embed_to_parquet explains why it refuses them)
+        return entry if "://" in entry else os.fspath(listing.parent / entry)
+
     paths = []
     for item in inputs:
         source = Path(item)
@@ -218,15 +229,25 @@ def expand_inputs(inputs):
         elif source.suffix.lower() in IMAGE_EXTENSIONS:
             paths.append(os.fspath(source))
         elif source.suffix.lower() == ".csv":
-            with open(source, newline="") as handle:
-                rows = list(csv.DictReader(handle))
-            if not rows or "path" not in rows[0]:
-                raise ValueError(f"{item!r} needs a header row with a 'path' column")
-            paths += [os.fspath(source.parent / row["path"]) for row in rows]
+            # utf-8-sig: spreadsheet programs start their CSVs with a BOM
+            with open(source, newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle)
+                if "path" not in (reader.fieldnames or []):
+                    raise ValueError(
+                        f"{item!r} needs a header row with a 'path' column"
+                    )
+                rows = list(reader)
+            for line, row in enumerate(rows, start=2):
+                if not row["path"]:
+                    raise ValueError(f"{item!r}, line {line}: no path")
+                paths.append(resolve(source, row["path"]))
         elif source.is_file():
-            lines = source.read_text().splitlines()
+            try:
+                lines = source.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{item!r} is not a UTF-8 text list: {exc}") from None
             paths += [
-                os.fspath(source.parent / line.strip())
+                resolve(source, line)
                 for line in lines
                 if line.strip() and not line.lstrip().startswith("#")
             ]

@@ -180,12 +180,22 @@ def embed_to_parquet(
     fs, root = output_location(output_dir, storage_options)
     expected = job_fields(featurizer, paths, shard_size)
     manifest = read_manifest(fs, root)
+    if manifest is None:
+        _refuse_foreign_shards(fs, root, output_dir)
+        # Claimed before any engine starts: a second job started on the same
+        # folder meanwhile finds this manifest and is refused (the cache key
+        # comes from the workers, once they are up).
+        if not write_manifest(
+            fs, root, {**expected, "cache_key": None}, exclusive=True
+        ):
+            manifest = read_manifest(fs, root)
     if manifest is not None:
         check_manifest(manifest, expected, output_dir)
-        done = finished_shards(fs, root, manifest)
     else:
-        _refuse_foreign_shards(fs, root, output_dir)
-        done = set()
+        manifest = {**expected, "cache_key": None}
+    done = set()
+    if manifest["cache_key"] is not None:
+        done = finished_shards(fs, root, manifest, paths=paths)
     n_shards = -(-len(paths) // shard_size)
     todo = [shard for shard in range(n_shards) if shard not in done]
     if todo:
@@ -195,10 +205,11 @@ def embed_to_parquet(
             params, n_workers, address, worker_resources
         ) as engine:
             cache_key = engine.cache_key()
-            if manifest is None:
+            if manifest["cache_key"] is None:
                 write_manifest(fs, root, {**expected, "cache_key": cache_key})
-            else:
-                check_manifest(manifest, {"cache_key": cache_key}, output_dir)
+                manifest = read_manifest(fs, root)
+            check_manifest(manifest, {"cache_key": cache_key}, output_dir)
+            job = {"cache_key": cache_key, "inputs_sha256": expected["inputs_sha256"]}
             tasks = []
             for shard in todo:
                 start, stop = shard_bounds(shard, shard_size, len(paths))
@@ -209,7 +220,7 @@ def embed_to_parquet(
                         shard,
                         start,
                         fs.unstrip_protocol(root),
-                        cache_key,
+                        job,
                         storage_options,
                     )
                 )
@@ -298,10 +309,31 @@ class RayShardWorker:
         return embed_shard(*task, pooled=True)
 
 
+class _ProcessState:
+    """Undo what starting a cluster in this process changes in it: Dask's
+    LocalCluster sets OMP_NUM_THREADS=1 and more in ``os.environ`` (every
+    later subprocess would inherit them), ray.init sets RAY_* variables and
+    its logger's level.
+    """
+
+    def __init__(self, *loggers):
+        self._environ = dict(os.environ)
+        self._levels = [
+            (logger, logger.level) for logger in map(logging.getLogger, loggers)
+        ]
+
+    def restore(self):
+        for name in set(os.environ) - set(self._environ):
+            del os.environ[name]
+        os.environ.update(self._environ)
+        for logger, level in self._levels:
+            logger.setLevel(level)
+
+
 class _RayEngine:
     def __init__(self, params, n_workers, address, worker_resources):
         self._ray = ray = require("ray")
-        self._started = False
+        self._started = None
         if ray.is_initialized():
             if address is not None:
                 raise ValueError(
@@ -310,8 +342,12 @@ class _RayEngine:
                     "it, or call ray.shutdown() first."
                 )
         else:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-            self._started = True
+            self._started = _ProcessState("ray")
+            try:
+                ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+            except BaseException:
+                self._started.restore()
+                raise
         try:
             self._actors = self._start_actors(params, n_workers, worker_resources)
         except BaseException:
@@ -330,13 +366,17 @@ class _RayEngine:
         else:
             fit = total.get("CPU", 1) / worker_resources.get("num_cpus", 1)
         n_actors = n_workers or max(1, int(fit + 1e-9))
-        for option, resource in (("num_gpus", "GPU"), ("num_cpus", "CPU")):
-            need = worker_resources.get(option, 1 if option == "num_cpus" else 0)
+        needs = {
+            "GPU": worker_resources.get("num_gpus", 0),
+            "CPU": worker_resources.get("num_cpus", 1),
+            **worker_resources.get("resources", {}),
+        }
+        for resource, need in needs.items():
             if need * n_actors > total.get(resource, 0):
                 raise ValueError(
-                    f"{n_actors} Ray workers with {option}={need} need "
-                    f"{need * n_actors:g} {resource}s; the cluster has "
-                    f"{total.get(resource, 0):g}. Lower n_workers or "
+                    f"{n_actors} Ray workers needing {need:g} {resource} each need "
+                    f"{need * n_actors:g} {resource}; the cluster has "
+                    f"{total.get(resource, 0):g}. Lower n_workers or change "
                     "worker_resources."
                 )
         actor_class = ray.remote(RayShardWorker).options(
@@ -350,8 +390,9 @@ class _RayEngine:
     def __exit__(self, *exc):
         for actor in getattr(self, "_actors", ()):
             self._ray.kill(actor)
-        if self._started:
+        if self._started is not None:
             self._ray.shutdown()
+            self._started.restore()
         return False
 
     def cache_key(self):
@@ -398,21 +439,26 @@ class _DaskEngine:
         self._distributed = distributed = require("distributed")
         self._params = params
         self._owned = []
-        self._restore_log_level = None
+        self._started = None
+        try:
+            self._connect(distributed, n_workers, address)
+            self._resources = self._checked_resources(worker_resources)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _connect(self, distributed, n_workers, address):
         if address is not None:
-            client = distributed.Client(address)
-            self._owned.append(client)
+            self._client = distributed.Client(address)
+            self._owned.append(self._client)
         else:
             try:
-                client = distributed.default_client()
+                self._client = distributed.default_client()
             except ValueError:
-                client = None
-            if client is None:
-                # The scheduler and nannies of our own cluster run in this
+                # Our own cluster: its scheduler and nannies run in this
                 # process and log every worker start and stop at INFO.
-                logger = logging.getLogger("distributed")
-                self._restore_log_level = (logger, logger.level)
-                logger.setLevel(logging.WARNING)
+                self._started = _ProcessState("distributed")
+                logging.getLogger("distributed").setLevel(logging.WARNING)
                 cluster = distributed.LocalCluster(
                     n_workers=n_workers or os.cpu_count() or 1,
                     threads_per_worker=1,
@@ -422,21 +468,31 @@ class _DaskEngine:
                     # cluster may hold.
                     dashboard_address=":0",
                 )
-                client = distributed.Client(cluster)
-                self._owned += [client, cluster]
-                n_workers = None  # took effect
-        self._client = client
+                self._owned.append(cluster)
+                self._client = distributed.Client(cluster)
+                self._owned.insert(0, self._client)
+                return
         if n_workers is not None:
-            self.__exit__()
             raise ValueError(
                 "n_workers sizes the LocalCluster that embed_to_parquet starts; "
                 "with an existing Dask cluster, scale the cluster itself."
             )
+
+    def _checked_resources(self, worker_resources):
+        workers = self._client.scheduler_info().get("workers", {}).values()
+        offered = [worker.get("resources", {}) for worker in workers]
         if worker_resources == "auto":
-            workers = client.scheduler_info().get("workers", {}).values()
-            has_gpus = any(w.get("resources", {}).get("GPU") for w in workers)
-            worker_resources = {"GPU": 1} if has_gpus else None
-        self._resources = worker_resources or None
+            return {"GPU": 1} if any(r.get("GPU") for r in offered) else None
+        if worker_resources and not any(
+            all(r.get(name, 0) >= need for name, need in worker_resources.items())
+            for r in offered
+        ):
+            raise ValueError(
+                f"no Dask worker offers worker_resources={worker_resources} (the "
+                f"workers offer {offered}); the shards would wait forever. Start "
+                "workers with --resources, or change worker_resources."
+            )
+        return worker_resources or None
 
     def __enter__(self):
         return self
@@ -444,9 +500,8 @@ class _DaskEngine:
     def __exit__(self, *exc):
         for owned in self._owned:
             owned.close()
-        if self._restore_log_level is not None:
-            logger, level = self._restore_log_level
-            logger.setLevel(level)
+        if self._started is not None:
+            self._started.restore()
         return False
 
     def cache_key(self):

@@ -15,6 +15,7 @@ from ._parquet_shards import (
     part_name,
     read_manifest,
     shard_bounds,
+    shard_problem,
 )
 from ._warnings import warn
 
@@ -122,8 +123,12 @@ class EmbeddingStore:
         if not 0 <= shard < self.n_shards:
             raise IndexError(f"shard {shard} out of range [0, {self.n_shards}).")
         path = f"{self._root}/{part_name(shard)}"
-        if not self._fs.exists(path):
+        if shard_problem(self._fs, path, shard, self.manifest) is not None:
             raise FileNotFoundError(self._incomplete_message([shard]))
+        return self._read_shard(shard, columns)
+
+    def _read_shard(self, shard, columns):
+        path = f"{self._root}/{part_name(shard)}"
         with self._fs.open(path, "rb") as handle:
             return _parquet().read_table(handle, columns=columns)
 
@@ -138,15 +143,15 @@ class EmbeddingStore:
         )
         return (
             f"the store {self.output_dir} is incomplete: {len(missing)} of "
-            f"{self.n_shards} shards are missing ({shown}). Run embed_to_parquet "
-            "again with the same arguments to compute them."
+            f"{self.n_shards} shards are missing or not valid ({shown}). Run "
+            "embed_to_parquet again with the same arguments to compute them."
         )
 
     def _column(self, name):
         self._checked_complete()
         values = []
         for shard in range(self.n_shards):
-            values.extend(self.read_shard(shard, columns=[name]).column(0).to_pylist())
+            values.extend(self._read_shard(shard, [name]).column(0).to_pylist())
         return np.array(values, dtype=object)
 
     def inputs(self):
@@ -183,7 +188,7 @@ class EmbeddingStore:
     def _errors(self):
         found = []
         for shard in range(self.n_shards):
-            table = self.read_shard(shard, columns=["row", "input", "error"])
+            table = self._read_shard(shard, ["row", "input", "error"])
             compute = _parquet_compute()
             failed = table.filter(compute.is_valid(table.column("error")))
             found += zip(
@@ -226,7 +231,7 @@ class EmbeddingStore:
         shard_size = int(self.manifest["shard_size"])
         for shard in range(self.n_shards):
             start, stop = shard_bounds(shard, shard_size, self.n_inputs)
-            table = self.read_shard(shard, columns=["row", "embedding"])
+            table = self._read_shard(shard, ["row", "embedding"])
             rows = table.column("row").to_numpy()
             if not np.array_equal(rows, np.arange(start, stop)):
                 raise ValueError(
@@ -274,8 +279,8 @@ class EmbeddingStore:
             cache_dir, self.manifest["cache_key"], self.embedding_dim
         ) as cache:
             for shard in range(self.n_shards):
-                table = self.read_shard(
-                    shard, columns=["content_sha256", "embedding", "error"]
+                table = self._read_shard(
+                    shard, ["content_sha256", "embedding", "error"]
                 )
                 hashes = table.column("content_sha256").to_pylist()
                 errors = table.column("error").to_pylist()

@@ -30,6 +30,8 @@ _PART_PATTERN = re.compile(r"part-(\d{6,})\.parquet$")
 # Parquet key-value metadata of each shard file.
 _CACHE_KEY_FIELD = b"sklearn_clip.cache_key"
 _SHARD_FIELD = b"sklearn_clip.shard"
+_JOB_INPUTS_FIELD = b"sklearn_clip.job_inputs_sha256"  # the manifest's
+_SHARD_INPUTS_FIELD = b"sklearn_clip.shard_inputs_sha256"  # this shard's paths
 # Manifest entries that describe a run, not the job: not compared on resume.
 _INFORMATIONAL = ("sklearn_clip_version", "created")
 # Featurizer parameters that decide the embedding of an image (the rest,
@@ -171,18 +173,54 @@ def read_manifest(fs, root):
     path = f"{root}/{MANIFEST_NAME}"
     if not fs.exists(path):
         return None
-    with fs.open(path, "r") as handle:
-        return json.load(handle)
+    try:
+        with fs.open(path, "r") as handle:
+            manifest = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{path} is not a readable manifest ({exc}); it was edited or damaged. "
+            "Restore it, or delete the folder to start over."
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a manifest of this package's format {FORMAT}; delete the "
+            "folder to start over, or use a new one."
+        )
+    return manifest
 
 
-def write_manifest(fs, root, manifest):
+def write_manifest(fs, root, manifest, *, exclusive=False):
+    """Write the manifest atomically; with ``exclusive``, only if none exists.
+
+    Returns False when ``exclusive`` and another run wrote one first (on
+    local disk this is atomic; on object stores, check-then-write).
+    """
     fs.makedirs(root, exist_ok=True)
     manifest = {
         **manifest,
         "sklearn_clip_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_atomically(fs, f"{root}/{MANIFEST_NAME}", json.dumps(manifest, indent=2))
+    path = f"{root}/{MANIFEST_NAME}"
+    text = json.dumps(manifest, indent=2)
+    if not exclusive:
+        _write_atomically(fs, path, text)
+        return True
+    if not _is_local(fs):
+        if fs.exists(path):
+            return False
+        _write_atomically(fs, path, text)
+        return True
+    temporary = f"{root}/.{MANIFEST_NAME}.{uuid.uuid4().hex}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write(text)
+    try:
+        os.link(temporary, path)  # atomic, and fails if the manifest exists
+    except FileExistsError:
+        return False
+    finally:
+        os.remove(temporary)
+    return True
 
 
 def check_manifest(existing, expected, output_dir):
@@ -216,15 +254,14 @@ def shard_bounds(shard, shard_size, n_inputs):
     return start, min(start + shard_size, n_inputs)
 
 
-def finished_shards(fs, root, manifest, *, warn_unusable=True):
+def finished_shards(fs, root, manifest, *, paths=None, warn_unusable=True):
     """Shards whose file is complete and belongs to this job.
 
-    A file that is unreadable, has the wrong row count or another cache key
-    is left out (``embed_to_parquet`` computes it again), with a warning
-    naming it.
+    A file that is unreadable, has the wrong row count, was written for
+    another job (cache key, input list) or, with ``paths`` given, for other
+    inputs than this shard's, is left out (``embed_to_parquet`` computes it
+    again), with a warning naming it.
     """
-    pq = _parquet()
-    n_shards = -(-manifest["n_inputs"] // manifest["shard_size"])
     done, bad = set(), []
     try:
         names = fs.ls(root, detail=False)
@@ -235,25 +272,11 @@ def finished_shards(fs, root, manifest, *, warn_unusable=True):
         if not match:
             continue
         shard = int(match.group(1))
-        if shard >= n_shards:
-            bad.append((name, "beyond the last shard of this job"))
-            continue
-        start, stop = shard_bounds(shard, manifest["shard_size"], manifest["n_inputs"])
-        try:
-            with fs.open(name, "rb") as handle:
-                metadata = pq.read_metadata(handle)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is redone
-            bad.append((name, f"unreadable ({type(exc).__name__}: {exc})"))
-            continue
-        fields = metadata.metadata or {}
-        if metadata.num_rows != stop - start:
-            bad.append((name, f"{metadata.num_rows} rows, expected {stop - start}"))
-        elif fields.get(_CACHE_KEY_FIELD, b"").decode() != manifest.get("cache_key"):
-            bad.append((name, "written with another featurizer cache key"))
-        elif fields.get(_SHARD_FIELD, b"").decode() != str(shard):
-            bad.append((name, "holds another shard"))
-        else:
+        problem = shard_problem(fs, name, shard, manifest, paths)
+        if problem is None:
             done.add(shard)
+        else:
+            bad.append((name, problem))
     if bad and warn_unusable:
         details = "; ".join(f"{name}: {why}" for name, why in bad[:5])
         warn(
@@ -262,6 +285,35 @@ def finished_shards(fs, root, manifest, *, warn_unusable=True):
             UserWarning,
         )
     return done
+
+
+def shard_problem(fs, name, shard, manifest, paths=None):
+    """Why the file ``name`` is not a finished ``shard`` of this job (None if
+    it is one).
+    """
+    n_shards = -(-manifest["n_inputs"] // manifest["shard_size"])
+    if not 0 <= shard < n_shards:
+        return "beyond the last shard of this job"
+    start, stop = shard_bounds(shard, manifest["shard_size"], manifest["n_inputs"])
+    try:
+        with fs.open(name, "rb") as handle:
+            metadata = _parquet().read_metadata(handle)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is redone
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    fields = metadata.metadata or {}
+    if metadata.num_rows != stop - start:
+        return f"{metadata.num_rows} rows, expected {stop - start}"
+    if fields.get(_CACHE_KEY_FIELD, b"").decode() != manifest.get("cache_key"):
+        return "written with another featurizer cache key"
+    if fields.get(_SHARD_FIELD, b"").decode() != str(shard):
+        return "holds another shard"
+    if fields.get(_JOB_INPUTS_FIELD, b"").decode() != manifest["inputs_sha256"]:
+        return "written for another input list"
+    if paths is not None and fields.get(
+        _SHARD_INPUTS_FIELD, b""
+    ).decode() != inputs_digest(paths[start:stop]):
+        return "written for other inputs than this shard's"
+    return None
 
 
 def worker_name():
@@ -327,21 +379,36 @@ def embed_paths(featurizer, paths):
     (the key of the local embedding cache) and the error message per row
     (``None`` where it succeeded).
     """
+    hashes = [content_key(path) for path in paths]
     embeddings, failures = featurizer._embed_items(paths)
     errors = [None] * len(paths)
     for row, _, reason in failures:
         errors[row] = reason
-        embeddings[row] = np.nan
-    hashes = [content_key(path) for path in paths]
+    # A file rewritten while it was embedded: its embedding may be of either
+    # version, so it is an error row, never filed under the wrong hash.
+    for row, path in enumerate(paths):
+        if errors[row] is None and content_key(path) != hashes[row]:
+            errors[row] = "the file changed while it was being embedded"
+    for row, error in enumerate(errors):
+        if error is not None:
+            embeddings[row] = np.nan
     return embeddings, hashes, errors
 
 
 def embed_shard(
-    params, paths, shard, first_row, root_url, cache_key, storage_options, pooled=False
+    params,
+    paths,
+    shard,
+    first_row,
+    root_url,
+    job,
+    storage_options,
+    pooled=False,
 ):
     """Embed one shard and write its Parquet file; what a worker runs.
 
-    ``pooled``: this process is one of several workers sharing the node's
+    ``job``: the manifest's ``cache_key`` and ``inputs_sha256``, stamped on
+    the file. ``pooled``: this process is one of several workers sharing the node's
     cores, so on the CPU ``num_workers="auto"`` decodes with threads instead
     of starting DataLoader processes that would compete with the others.
     Returns a small summary (rows, errors, seconds, worker). Raises if this
@@ -351,6 +418,7 @@ def embed_shard(
     started = time.perf_counter()
     featurizer = worker_featurizer(params)
     clip = load_clip(featurizer.model, featurizer.pretrained, featurizer.device)
+    cache_key = job["cache_key"]
     here = featurizer._namespace(clip)
     if here != cache_key:
         raise RuntimeError(
@@ -365,7 +433,12 @@ def embed_shard(
     embeddings, hashes, errors = embed_paths(featurizer, paths)
     table = shard_table(first_row, paths, hashes, embeddings, errors)
     table = table.replace_schema_metadata(
-        {_CACHE_KEY_FIELD: cache_key.encode(), _SHARD_FIELD: str(shard).encode()}
+        {
+            _CACHE_KEY_FIELD: cache_key.encode(),
+            _SHARD_FIELD: str(shard).encode(),
+            _JOB_INPUTS_FIELD: job["inputs_sha256"].encode(),
+            _SHARD_INPUTS_FIELD: inputs_digest(paths).encode(),
+        }
     )
     fs, root = output_location(root_url, storage_options)
     sink = require("pyarrow").BufferOutputStream()
@@ -392,12 +465,19 @@ def shard_table(first_row, paths, hashes, embeddings, errors):
     return pa.table(
         {
             "row": pa.array(np.arange(first_row, first_row + n, dtype=np.int64)),
-            "input": pa.array(paths, type=pa.string()),
+            "input": pa.array([displayable(path) for path in paths], type=pa.string()),
             "content_sha256": pa.array(hashes, type=pa.string()),
             "embedding": embedding,
             "error": pa.array(errors, type=pa.string()),
         }
     )
+
+
+def displayable(path):
+    """``path`` as valid UTF-8: bytes of a file name that are not UTF-8 (legal
+    on Linux) are shown as backslash escapes; the file itself is still read.
+    """
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def embedding_matrix(column, dim):

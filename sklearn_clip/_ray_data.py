@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ._base import warn_unused_parameters
 from ._clip import load_clip
 from ._parquet_shards import embed_paths, worker_featurizer
 
@@ -47,6 +48,11 @@ class CLIPBatchEmbedder:
     """
 
     def __init__(self, featurizer, *, input_column="path"):
+        warn_unused_parameters(
+            featurizer,
+            ["cache_dir", "memmap_dir"],
+            "in CLIPBatchEmbedder (the embeddings are columns of the dataset)",
+        )
         self.input_column = input_column
         self._featurizer = worker_featurizer(featurizer.get_params())
         # Load now, once per actor, not in the first batch.

@@ -76,18 +76,24 @@ def expected(featurizer, images):
 @pytest.fixture(scope="module")
 def dask_cluster():
     distributed = pytest.importorskip("distributed")
+    environ = dict(os.environ)  # LocalCluster sets OMP_NUM_THREADS=1 & co. here
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         yield cluster
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
+    environ = dict(os.environ)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def engine_kwargs(backend, request):
@@ -165,7 +171,7 @@ def test_failed_shard_is_reported_and_a_rerun_computes_only_it(
             embed_to_parquet(featurizer, images, output, **run)
     assert list(raised.value.failures) == [2]
     assert "IsADirectoryError" in raised.value.failures[2]
-    with pytest.raises(FileNotFoundError, match=r"missing \(2\)\. Run embed_to_parq"):
+    with pytest.raises(FileNotFoundError, match=r"not valid \(2\)\. Run embed_to_parq"):
         EmbeddingStore(output).to_numpy()
     assert EmbeddingStore(output).missing_shards() == [2]
     (output / "part-000002.parquet").rmdir()
@@ -400,7 +406,9 @@ def test_cli_starts_and_stops_its_own_dask_cluster(images, expected, tmp_path):
     argv = ["embed", str(listing), "-o", str(out), "--backend", "dask"]
     argv += ["--workers", "1", "--shard-size", "4", "--batch-size", "4"]
     argv += ["--model", TINY["model"], "--pretrained", "none", "--device", "cpu"]
+    environ = dict(os.environ)
     assert cli_main(argv) == 0
+    assert dict(os.environ) == environ  # no OMP_NUM_THREADS=1 left behind
     by_path = dict(zip(images, expected))
     np.testing.assert_allclose(  # other batches: equal up to float rounding
         EmbeddingStore(out).to_numpy(),
@@ -418,3 +426,94 @@ def test_relative_paths_are_stored_absolute(featurizer, images, tmp_path, monkey
     relative = [os.path.basename(path) for path in images[:3]]
     store = embed_to_parquet(featurizer, relative, tmp_path / "store", shard_size=8)
     assert list(store.inputs()) == images[:3]
+
+
+def test_a_folder_claimed_by_another_job_is_refused_before_any_work(
+    featurizer, images, tmp_path
+):
+    from sklearn_clip._parquet_shards import job_fields, output_location, write_manifest
+
+    fs, root = output_location(tmp_path / "store")
+    # Another job claimed the folder and is still starting its workers.
+    claim = {**job_fields(featurizer, images[:8], 8), "cache_key": None}
+    assert write_manifest(fs, root, claim, exclusive=True)
+    assert not write_manifest(fs, root, claim, exclusive=True)
+    with pytest.raises(ManifestMismatchError, match="inputs_sha256"):
+        embed_to_parquet(featurizer, images[8:16], tmp_path / "store", shard_size=8)
+    # The claiming job itself goes on.
+    store = embed_to_parquet(featurizer, images[:8], tmp_path / "store", shard_size=8)
+    assert store.is_complete
+
+
+def test_a_shard_of_another_job_is_never_used(featurizer, images, expected, tmp_path):
+    a = embed_to_parquet(featurizer, images[:16], tmp_path / "a", shard_size=8)
+    b = embed_to_parquet(featurizer, images[8:24], tmp_path / "b", shard_size=8)
+    assert a.is_complete and b.is_complete
+    (tmp_path / "b" / "part-000000.parquet").write_bytes(
+        (tmp_path / "a" / "part-000000.parquet").read_bytes()
+    )
+    assert b.missing_shards() == [0]
+    with pytest.raises(FileNotFoundError, match=r"missing or not valid \(0\)"):
+        b.read_shard(0)
+    with pytest.warns(UserWarning, match="written for another input list"):
+        b = embed_to_parquet(featurizer, images[8:24], tmp_path / "b", shard_size=8)
+    with pytest.warns(UserWarning, match="could not be read"):  # images[17]
+        np.testing.assert_array_equal(b.to_numpy(on_error="nan"), expected[8:24])
+
+
+def test_file_names_that_are_not_utf8(featurizer, images, tmp_path):
+    name = os.fsdecode(b"latin1-\xe9 photo.png")
+    path = os.path.join(os.fsencode(tmp_path).decode(), name)
+    Image.open(images[0]).save(path)
+    store = embed_to_parquet(featurizer, [images[0], path], tmp_path / "store")
+    assert store.errors() == []
+    assert store.inputs()[1].endswith("latin1-\\xe9 photo.png")
+    X = store.to_numpy()
+    np.testing.assert_array_equal(X[0], X[1])
+
+
+def test_cli_lists_and_errors(featurizer, images, tmp_path, capsys):
+    common = ["--model", TINY["model"], "--pretrained", "none", "--device", "cpu"]
+    table = tmp_path / "excel.csv"
+    table.write_bytes("\ufeffpath,label\n".encode() + f"{images[0]},x\n".encode())
+    assert cli_main(["embed", str(table), "-o", str(tmp_path / "s1"), *common]) == 0
+    assert list(EmbeddingStore(tmp_path / "s1").inputs()) == [images[0]]
+
+    table.write_text(f"path,label\n{images[0]},x\n,y\n")
+    assert cli_main(["embed", str(table), "-o", str(tmp_path / "s2"), *common]) == 2
+    assert "line 3: no path" in capsys.readouterr().err
+
+    listing = tmp_path / "urls.txt"
+    listing.write_text("s3://bucket/a.jpg\n")
+    assert cli_main(["embed", str(listing), "-o", str(tmp_path / "s3"), *common]) == 2
+    assert "is a URL ('s3://bucket/a.jpg')" in capsys.readouterr().err
+
+    # A failing shard: one line on stderr, exit status 2, no traceback.
+    (tmp_path / "s4" / "part-000000.parquet").mkdir(parents=True)
+    (tmp_path / "s4" / "_manifest.json").write_text("{}")
+    assert cli_main(["embed", images[0], "-o", str(tmp_path / "s4"), *common]) == 2
+    assert "not a manifest of this package" in capsys.readouterr().err
+
+
+@pytest.mark.distributed
+def test_resources_no_worker_offers_are_refused(request, featurizer, images, tmp_path):
+    address = request.getfixturevalue("dask_cluster").scheduler_address
+    with pytest.raises(ValueError, match=r"no Dask worker offers .*'GPU': 1"):
+        embed_to_parquet(
+            featurizer,
+            images,
+            tmp_path / "dask",
+            backend="dask",
+            address=address,
+            worker_resources={"GPU": 1},
+        )
+    request.getfixturevalue("ray_cluster")
+    with pytest.raises(ValueError, match=r"need 1 TPU; the cluster has 0"):
+        embed_to_parquet(
+            featurizer,
+            images,
+            tmp_path / "ray",
+            backend="ray",
+            n_workers=1,
+            worker_resources={"num_cpus": 1, "resources": {"TPU": 1}},
+        )
