@@ -251,3 +251,39 @@ def _expect_refusal(paths):
             assert "decompression bomb" in str(exc)
         else:  # pragma: no cover - the assertion is the test
             raise AssertionError(f"{path} was decoded")
+
+
+def _open_and_store(directory, barrier, results):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        barrier.wait()  # both processes open the new cache at the same moment
+        with EmbeddingCache(directory, "ns", 4) as cache:
+            cache.put([f"key-{os.getpid()}"], np.ones((1, 4), np.float32))
+    results.put([str(warning.message) for warning in caught])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs the fork start method")
+def test_processes_opening_a_new_cache_at_once_never_see_damage(tmp_path):
+    # Switching a new database to WAL answers "database is locked" at once to
+    # a second process: that used to move a healthy cache aside as damaged.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(30):
+        directory = tmp_path / str(attempt)
+        barrier, results = context.Barrier(2), context.Queue()
+        processes = [
+            context.Process(target=_open_and_store, args=(directory, barrier, results))
+            for _ in range(2)
+        ]
+        for process in processes:
+            process.start()
+        messages = [results.get(timeout=60) for _ in processes]
+        for process in processes:
+            process.join()
+            assert process.exitcode == 0
+        assert messages == [[], []]
+        with sqlite3.connect(directory / "embeddings.sqlite") as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM checked_embeddings").fetchone()
+        assert count == 2
+        assert not list(directory.glob("*.damaged-*"))
