@@ -517,3 +517,35 @@ def test_resources_no_worker_offers_are_refused(request, featurizer, images, tmp
             n_workers=1,
             worker_resources={"num_cpus": 1, "resources": {"TPU": 1}},
         )
+
+
+def test_batch_embedder_is_a_plain_callable(featurizer, images, expected, tmp_path):
+    embed = CLIPBatchEmbedder(featurizer)
+    batch = {"path": np.array(images[4:8], dtype=object), "id": np.arange(4)}
+    out = embed(batch)
+    assert list(out["id"]) == [0, 1, 2, 3]  # the batch's columns are kept
+    assert out["embedding"].shape == (4, featurizer.fit().embedding_dim_)
+    assert list(out["error"][:1]) == [None] and "not an image" in out["error"][1]
+    assert np.isnan(out["embedding"][1]).all()
+    np.testing.assert_allclose(out["embedding"][0], expected[4], rtol=0, atol=1e-6)
+    with pytest.raises(KeyError, match="no column 'path'"):
+        embed({"file": batch["path"]})
+    cached = CLIPFeaturizer(**TINY, cache_dir=tmp_path / "cache")
+    with pytest.warns(UserWarning, match="cache_dir has no effect in CLIPBatchEmbed"):
+        CLIPBatchEmbedder(cached)
+
+
+def test_progress_bar_counts_images_and_shards(featurizer, images, tmp_path, capsys):
+    embed_to_parquet(
+        featurizer, images, tmp_path / "store", shard_size=8, progress=True
+    )
+    err = capsys.readouterr().err
+    assert "29/29" in err and "4/4 shards" in err
+
+
+@pytest.mark.distributed
+def test_ray_address_cannot_be_ignored(ray_cluster, featurizer, images, tmp_path):
+    with pytest.raises(ValueError, match="already initialised"):
+        embed_to_parquet(
+            featurizer, images, tmp_path / "store", backend="ray", address="auto"
+        )
