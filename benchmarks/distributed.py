@@ -48,6 +48,7 @@ from sklearn_clip._images import list_image_files  # noqa: E402
 from sklearn_clip._parquet_shards import (  # noqa: E402
     job_fields,
     shard_bounds,
+    shard_count,
     write_manifest,
 )
 
@@ -89,7 +90,7 @@ def run_row(backend, n_workers, featurizer, paths, shard_size, folder):
             {**job_fields(featurizer, paths, shard_size), "cache_key": cache_key},
         )
         tasks = []
-        for shard in range(-(-len(paths) // shard_size)):
+        for shard in range(shard_count(len(paths), shard_size)):
             start, stop = shard_bounds(shard, shard_size, len(paths))
             tasks.append(
                 (params, paths[start:stop], shard, start, root, cache_key, None)

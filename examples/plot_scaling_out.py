@@ -57,16 +57,11 @@ print(f"{len(paths)} photos; {len(client.scheduler_info()['workers'])} workers")
 # ``_manifest.json`` describing the job.
 featurizer = CLIPFeaturizer(TINY_MODEL, pretrained=None, device="cpu", batch_size=16)
 output = Path(tempfile.mkdtemp()) / "embeddings"
-start = time.perf_counter()
-store = embed_to_parquet(
-    featurizer,
-    paths,
-    output,
-    backend="dask",
-    address=cluster.scheduler_address,
-    shard_size=32,
-    progress=False,
+on_the_cluster = dict(
+    backend="dask", address=cluster.scheduler_address, shard_size=32, progress=False
 )
+start = time.perf_counter()
+store = embed_to_parquet(featurizer, paths, output, **on_the_cluster)
 print(f"{store.n_shards} shards in {time.perf_counter() - start:.1f} s")
 print(sorted(os.listdir(output))[:3], "...")
 
@@ -89,15 +84,7 @@ for name in lost:
     os.remove(output / name)
 print("missing:", EmbeddingStore(output).missing_shards())
 start = time.perf_counter()
-store = embed_to_parquet(
-    featurizer,
-    paths,
-    output,
-    backend="dask",
-    address=cluster.scheduler_address,
-    shard_size=32,
-    progress=False,
-)
+store = embed_to_parquet(featurizer, paths, output, **on_the_cluster)
 print(f"resumed {len(lost)} shards in {time.perf_counter() - start:.1f} s")
 
 # %%

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ._base import warn_unused_parameters
 from ._featurizer import CLIPFeaturizer
+from ._images import progress_shown
 from ._parquet_shards import (
     ShardsFailedError,
     check_manifest,
@@ -27,6 +28,7 @@ from ._parquet_shards import (
     read_manifest,
     require,
     shard_bounds,
+    shard_count,
     write_manifest,
 )
 
@@ -196,7 +198,7 @@ def embed_to_parquet(
     done = set()
     if manifest["cache_key"] is not None:
         done = finished_shards(fs, root, manifest, paths=paths)
-    n_shards = -(-len(paths) // shard_size)
+    n_shards = shard_count(len(paths), shard_size)
     todo = [shard for shard in range(n_shards) if shard not in done]
     if todo:
         params = featurizer.get_params()
@@ -243,7 +245,7 @@ def _refuse_foreign_shards(fs, root, output_dir):
 def _run(engine, tasks, n_inputs, n_shards, progress):
     """Run the shard tasks; return ``{shard: error message}`` of failures."""
     rows_todo = sum(len(task[1]) for task in tasks)
-    show = _show_progress(progress)
+    show = progress_shown(progress)
     bar = tqdm(
         total=n_inputs,
         initial=n_inputs - rows_todo,
@@ -263,14 +265,6 @@ def _run(engine, tasks, n_inputs, n_shards, progress):
             bar.update(outcome["rows"])
             bar.set_postfix_str(f"{finished}/{n_shards} shards")
     return failures
-
-
-def _show_progress(progress):
-    if progress == "auto":
-        import sys
-
-        return sys.stderr.isatty()
-    return bool(progress)
 
 
 class _LocalEngine:

@@ -15,6 +15,7 @@ from ._parquet_shards import (
     part_name,
     read_manifest,
     shard_bounds,
+    shard_count,
     shard_problem,
 )
 from ._warnings import warn
@@ -78,7 +79,7 @@ class EmbeddingStore:
         self.manifest = manifest
         self.n_inputs = int(manifest["n_inputs"])
         self.embedding_dim = int(manifest["embedding_dim"])
-        self.n_shards = -(-self.n_inputs // int(manifest["shard_size"]))
+        self.n_shards = shard_count(self.n_inputs, int(manifest["shard_size"]))
 
     def __repr__(self):
         return (

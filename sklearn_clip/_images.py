@@ -415,6 +415,15 @@ def checked_num_workers(num_workers):
     return num_workers
 
 
+def progress_shown(progress, *, long_run=True):
+    """Whether a progress bar shows: ``"auto"`` only for long runs and only on
+    a terminal (no carriage-return lines in log files).
+    """
+    if progress == "auto":
+        return long_run and sys.stderr.isatty()
+    return bool(progress)
+
+
 def iter_decoded(
     items,
     transform,
@@ -455,12 +464,7 @@ def iter_decoded(
     else:
         loader = _thread_batches(dataset, batch_size, pin_memory)
     n_batches = -(-len(items) // batch_size)
-    if progress == "auto":
-        # Only for long runs, and only on a terminal: no carriage-return
-        # lines in log files.
-        show = n_batches >= _AUTO_PROGRESS_MIN_BATCHES and sys.stderr.isatty()
-    else:
-        show = progress
+    show = progress_shown(progress, long_run=n_batches >= _AUTO_PROGRESS_MIN_BATCHES)
     collect = failures is not None
     found = failures if collect else []
     for indices, batch, batch_failures in tqdm(

@@ -249,6 +249,10 @@ def check_manifest(existing, expected, output_dir):
         )
 
 
+def shard_count(n_inputs, shard_size):
+    return -(-n_inputs // shard_size)
+
+
 def shard_bounds(shard, shard_size, n_inputs):
     start = shard * shard_size
     return start, min(start + shard_size, n_inputs)
@@ -291,8 +295,7 @@ def shard_problem(fs, name, shard, manifest, paths=None):
     """Why the file ``name`` is not a finished ``shard`` of this job (None if
     it is one).
     """
-    n_shards = -(-manifest["n_inputs"] // manifest["shard_size"])
-    if not 0 <= shard < n_shards:
+    if not 0 <= shard < shard_count(manifest["n_inputs"], manifest["shard_size"]):
         return "beyond the last shard of this job"
     start, stop = shard_bounds(shard, manifest["shard_size"], manifest["n_inputs"])
     try:
@@ -360,10 +363,19 @@ def worker_featurizer(params):
     return CLIPFeaturizer(**params)
 
 
-def describe_worker(params):
-    """Load the model here (once per process) and return its cache key."""
+def load_worker(params):
+    """The worker featurizer and its model, loaded here (once per process:
+    ``load_clip`` caches it).
+    """
     featurizer = worker_featurizer(params)
-    clip = load_clip(featurizer.model, featurizer.pretrained, featurizer.device)
+    return featurizer, load_clip(
+        featurizer.model, featurizer.pretrained, featurizer.device
+    )
+
+
+def describe_worker(params):
+    """Load the model here and return its cache key."""
+    featurizer, clip = load_worker(params)
     return {
         "cache_key": featurizer._namespace(clip),
         "device": str(clip.device),
@@ -416,8 +428,7 @@ def embed_shard(
     job, say), instead of writing embeddings that differ from the others.
     """
     started = time.perf_counter()
-    featurizer = worker_featurizer(params)
-    clip = load_clip(featurizer.model, featurizer.pretrained, featurizer.device)
+    featurizer, clip = load_worker(params)
     cache_key = job["cache_key"]
     here = featurizer._namespace(clip)
     if here != cache_key:

@@ -3,8 +3,7 @@
 import numpy as np
 
 from ._base import warn_unused_parameters
-from ._clip import load_clip
-from ._parquet_shards import embed_paths, worker_featurizer
+from ._parquet_shards import embed_paths, load_worker
 
 
 class CLIPBatchEmbedder:
@@ -54,11 +53,8 @@ class CLIPBatchEmbedder:
             "in CLIPBatchEmbedder (the embeddings are columns of the dataset)",
         )
         self.input_column = input_column
-        self._featurizer = worker_featurizer(featurizer.get_params())
         # Load now, once per actor, not in the first batch.
-        load_clip(
-            self._featurizer.model, self._featurizer.pretrained, self._featurizer.device
-        )
+        self._featurizer, _ = load_worker(featurizer.get_params())
 
     def __call__(self, batch):
         """Embed one batch (a dict of columns, Ray Data's "numpy" format)."""
