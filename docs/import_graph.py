@@ -16,18 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import networkx as nx  # noqa: E402
 
+import sklearn_clip  # noqa: E402
+
+#: Modules defining the package's estimators (sklearn_clip.all_estimators).
 ESTIMATORS = {
-    "_attention_probe",
-    "_clip_adapter",
-    "_featurizer",
-    "_gda",
-    "_linear_probe",
-    "_text_heads",
-    "_tip_adapter",
-    "_visual_prompt",
-    "_zero_shot",
-    "_zero_shot_logits",
-    "_zs_linear_probe",
+    cls.__module__.rsplit(".", 1)[1] for _, cls in sklearn_clip.all_estimators()
 }
 SKIPPED = {"__init__", "__main__", "_version", "_warnings", "_docstrings"}
 

@@ -20,6 +20,7 @@ _EXPORTS = {
     "InconsistentVersionWarning": "_base",
     "CLIPClassifier": "_clip_classifier",
     "CLIPFeaturizer": "_featurizer",
+    "all_estimators": "_discovery",
     "GDAClassifier": "_gda",
     "ImageLoadError": "_images",
     "load_image": "_images",

@@ -10,16 +10,13 @@ import pytest
 
 import sklearn_clip
 from sklearn_clip import (
-    AttentionProbeClassifier,
     CLIPAdapterClassifier,
     CLIPFeaturizer,
     GDAClassifier,
     LinearProbeClassifier,
     TipAdapterClassifier,
-    VisualPromptClassifier,
     ZeroShotClassifier,
-    ZeroShotLogits,
-    ZSLinearProbeClassifier,
+    all_estimators,
     few_shot_indices,
     load_clip,
     load_image_folder,
@@ -27,18 +24,7 @@ from sklearn_clip import (
 
 from .conftest import TINY
 
-ESTIMATORS = [
-    AttentionProbeClassifier,
-    CLIPAdapterClassifier,
-    CLIPFeaturizer,
-    GDAClassifier,
-    LinearProbeClassifier,
-    TipAdapterClassifier,
-    VisualPromptClassifier,
-    ZeroShotClassifier,
-    ZeroShotLogits,
-    ZSLinearProbeClassifier,
-]
+ESTIMATORS = [cls for _, cls in all_estimators()]
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda cls: cls.__name__)

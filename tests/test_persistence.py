@@ -9,6 +9,7 @@ from sklearn_clip import (
     SKOPS_TRUSTED_TYPES,
     AttentionProbeClassifier,
     CLIPAdapterClassifier,
+    CLIPClassifier,
     GDAClassifier,
     LinearProbeClassifier,
     TipAdapterClassifier,
@@ -16,6 +17,7 @@ from sklearn_clip import (
     ZeroShotClassifier,
     ZeroShotLogits,
     ZSLinearProbeClassifier,
+    all_estimators,
     make_clip_pipeline,
 )
 
@@ -46,6 +48,7 @@ def fitted(load_features, photo_set):
         ZSLinearProbeClassifier(**text, random_state=0),
         GDAClassifier(),
         GDAClassifier(**text),
+        CLIPClassifier(**text, random_state=0),
     ]
     cases = [(head.fit(X, y), X_test, "predict_proba") for head in heads]
     cases.append((ZeroShotLogits(**text).fit(X, y), X_test, "transform"))
@@ -60,6 +63,17 @@ def fitted(load_features, photo_set):
     prompt = VisualPromptClassifier(**TINY, prompt_size=8, max_epochs=1, verbose=0)
     cases.append((prompt.fit(paths, labels), paths[:6], "predict_proba"))
     return cases
+
+
+def test_every_public_estimator_is_round_tripped(fitted):
+    stored = set()
+    for estimator, _, _ in fitted:
+        steps = getattr(estimator, "steps", [(None, estimator)])
+        stored.update(type(step) for _, step in steps)
+    assert {cls for _, cls in all_estimators()} <= stored
+    assert SKOPS_TRUSTED_TYPES == sorted(
+        f"{cls.__module__}.{cls.__qualname__}" for _, cls in all_estimators()
+    )
 
 
 def test_skops_round_trip_trusts_only_the_package_classes(fitted, tmp_path):
