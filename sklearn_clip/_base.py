@@ -375,7 +375,9 @@ class TextClassesMixin:
         self._fit_text(X, y_encoded)
 
     def _zero_shot_logits(self, X):
-        return self.logit_scale_ * l2_normalize(X) @ self.text_features_.T
+        # float64: a row's logits do not depend on the rows scored with it.
+        X = l2_normalize(np.asarray(X, dtype=np.float64))
+        return self.logit_scale_ * X @ np.asarray(self.text_features_, np.float64).T
 
     def _fit_text(self, X, y_encoded):
         """Embed the names of ``classes_`` and check them against ``X``."""

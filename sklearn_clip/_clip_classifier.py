@@ -455,6 +455,9 @@ class CLIPClassifier(
         self : CLIPClassifier
         """
         X, y = validate_embeddings(self, X, y, reset=True)
+        # float64 throughout: every member then scores a row the same way
+        # whatever rows come with it (scikit-learn's float32 path does not).
+        X = np.asarray(X, dtype=np.float64)
         self.classes_, y_encoded = encode_labels(y)
         names = _resolve_candidates(
             self.candidates, self._text_available(self.classes_)
@@ -611,6 +614,7 @@ class CLIPClassifier(
         }
 
     def _logits(self, X):
+        X = np.asarray(X, dtype=np.float64)  # as in fit
         # Members were fitted on encoded labels: their columns are classes_
         # (after with_classes, in the order _member_columns undoes).
         blend = sum(

@@ -18,7 +18,7 @@ from ._base import (
     warn_unused_parameters,
 )
 from ._torch_utils import draw_seed, loading_device, resolve_device, seeded_torch
-from ._training import HeadNet, NetAsArraysMixin, TensorBatchIterator
+from ._training import HeadNet, NetAsArraysMixin, TensorBatchIterator, float64_logits
 from ._validation import TEXT_PARAMETER_CONSTRAINTS, TRAINING_PARAMETER_CONSTRAINTS
 
 
@@ -260,8 +260,7 @@ class EmbeddingHeadClassifier(
 
     # -- prediction -------------------------------------------------------------
     def _logits(self, X):
-        X_tensor = torch.as_tensor(np.asarray(X, dtype=np.float32))
-        return self.net_.forward(X_tensor).numpy()
+        return float64_logits(self.net_.module_, X, len(self.classes_))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

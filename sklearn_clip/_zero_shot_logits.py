@@ -108,7 +108,8 @@ class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
         check_is_fitted(self)
         X = validate_embeddings(self, X, reset=False)
         logits = self._zero_shot_logits(X)
-        return np.hstack([X, logits.astype(X.dtype)]) if self.append else logits
+        logits = logits.astype(X.dtype)  # computed in float64, returned as X's
+        return np.hstack([X, logits]) if self.append else logits
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output features.
