@@ -17,7 +17,13 @@ from ._base import (
     validate_embeddings,
     warn_unused_parameters,
 )
-from ._torch_utils import draw_seed, loading_device, resolve_device, seeded_torch
+from ._torch_utils import (
+    draw_seed,
+    head_threads,
+    loading_device,
+    resolve_device,
+    seeded_torch,
+)
 from ._training import HeadNet, NetAsArraysMixin, TensorBatchIterator, float64_logits
 from ._validation import TEXT_PARAMETER_CONSTRAINTS, TRAINING_PARAMETER_CONSTRAINTS
 
@@ -97,7 +103,7 @@ class EmbeddingHeadClassifier(
         weights = self._sample_weights(X, y, sample_weight)
         if not self._continuing():
             self._prepare_fit(X, y_encoded, weights)
-        with self._seeded():
+        with self._seeded(), self._threads():
             if not self._continuing():
                 self.net_ = self._new_net(_total_weight(weights, len(y)), (X, weights))
             self._train(X, y_encoded, epochs=None, sample_weight=weights)
@@ -133,7 +139,7 @@ class EmbeddingHeadClassifier(
         if first:
             self._check_training_parameters(y_encoded)
             self._prepare_fit(X, y_encoded, weights)
-        with self._seeded():
+        with self._seeded(), self._threads():
             if first:
                 self.net_ = self._new_net(_total_weight(weights, len(y)), (X, weights))
             self._train(X, y_encoded, epochs=1, sample_weight=weights)
@@ -184,6 +190,13 @@ class EmbeddingHeadClassifier(
 
     def _seed(self):
         return draw_seed(self.random_state)
+
+    def _threads(self):
+        """The thread policy of :func:`~sklearn_clip._torch_utils.head_threads`
+        on this estimator's device.
+        """
+        device = self.net_.device if hasattr(self, "net_") else self.device
+        return head_threads(resolve_device(device))
 
     def _new_net(self, n_samples, training_data=None, device=None):
         solver = self.solver
@@ -260,7 +273,8 @@ class EmbeddingHeadClassifier(
 
     # -- prediction -------------------------------------------------------------
     def _logits(self, X):
-        return float64_logits(self.net_.module_, X, len(self.classes_))
+        with self._threads():
+            return float64_logits(self.net_.module_, X, len(self.classes_))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,6 +1,9 @@
-"""torch utilities shared by every estimator: devices, precision, seeding."""
+"""torch utilities shared by every estimator: devices, precision, seeding,
+intra-op threads.
+"""
 
 import contextlib
+import os
 
 import numpy as np
 import torch
@@ -91,3 +94,56 @@ def seeded_torch(random_state):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(draw_seed(random_state))
         yield
+
+
+#: Environment variable overriding :func:`head_threads`' count.
+HEAD_THREADS_VARIABLE = "SKLEARN_CLIP_HEAD_THREADS"
+
+
+def head_thread_count():
+    """Intra-op threads for training and evaluating heads on the CPU: 1,
+    or ``SKLEARN_CLIP_HEAD_THREADS`` (a positive int; ``0`` keeps torch's
+    own setting, returned as None).
+    """
+    value = os.environ.get(HEAD_THREADS_VARIABLE, "").strip()
+    if not value:
+        return 1
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise ValueError(
+            f"{HEAD_THREADS_VARIABLE}={value!r}: give a number of threads "
+            "(1, 2, ...) or 0 to keep torch's own setting."
+        )
+    return count or None
+
+
+@contextlib.contextmanager
+def head_threads(device):
+    """Run a head's training or evaluation on ``device`` with
+    :func:`head_thread_count` intra-op threads in the calling thread, and
+    restore that thread's setting afterwards.
+
+    Why: a head's steps are many small tensor operations, each one an OpenMP
+    parallel region. With several threads, every region ends at a barrier
+    where libgomp's threads spin-wait; when other processes share the cores,
+    the thread doing the work is descheduled while its partner spins, and a
+    fit becomes 5-40 times slower (one thread: 2-3 times, the fair share;
+    ``benchmarks/heads.py --load``). One thread also makes the result
+    independent of the machine's core count, of ``n_jobs`` and of the joblib
+    backend. torch's thread count is per OS thread (OpenMP's), so concurrent
+    fits in joblib threads each set and restore their own. CUDA devices are
+    left alone.
+    """
+    count = head_thread_count() if device.type == "cpu" else None
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
