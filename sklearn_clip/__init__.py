@@ -7,7 +7,10 @@ sklearn_clip`` and the command line's ``--help`` do not load torch.
 import importlib
 import sys
 
+from ._compat import make_importable_without_docstrings
 from ._version import __version__ as __version__
+
+make_importable_without_docstrings()  # python -OO
 
 # public name -> private module that defines it
 _EXPORTS = {

@@ -1,8 +1,9 @@
 """Machinery shared by the classifiers: labels, class text embeddings, logits."""
 
+import contextlib
+import contextvars
 import copy
 import inspect
-import warnings
 
 import numpy as np
 from scipy.special import softmax
@@ -10,7 +11,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import InconsistentVersionWarning as _SklearnVersionWarning
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import (
     _check_sample_weight,
     check_is_fitted,
@@ -140,10 +141,18 @@ def encode_labels(y):
     y = np.asarray(y)
     if y.dtype == object:
         _check_one_label_kind(y)
-    with warnings.catch_warnings():
-        # One sample per class is the normal 1-shot case, not a regression target.
-        warnings.filterwarnings("ignore", message=".*could represent a regression")
-        check_classification_targets(y)
+    # scikit-learn's check_classification_targets without its warning that
+    # many classes "could represent a regression": one sample per class is
+    # the normal 1-shot case. (Silencing it with warnings.catch_warnings
+    # would change the process's filters under joblib threads.)
+    kind = type_of_target(y, input_name="y")
+    if kind not in ("binary", "multiclass"):
+        raise ValueError(
+            f"Unknown label type: {kind}. Maybe you are trying to fit a "
+            "classifier, which expects discrete classes on a regression target "
+            "with continuous values; the classifiers here take one label per "
+            "sample."
+        )
     try:
         classes, encoded = np.unique(y, return_inverse=True)
     except TypeError as exc:
@@ -171,6 +180,24 @@ def _check_one_label_kind(y):
             f"{', '.join(sorted(kinds))}. Convert them first, for example "
             "y = np.asarray(y, dtype=str)."
         )
+
+
+#: True while a meta-estimator fits members on class text it has already
+#: checked against the images (each thread and process has its own value).
+_TEXT_CHECKED = contextvars.ContextVar("sklearn_clip_text_checked", default=False)
+
+
+@contextlib.contextmanager
+def text_already_checked():
+    """Within this block, heads skip the chance-level check of their class
+    text (:class:`CLIPModelMismatchWarning`): the caller made it once.
+    Thread-safe, unlike a warnings filter.
+    """
+    token = _TEXT_CHECKED.set(True)
+    try:
+        yield
+    finally:
+        _TEXT_CHECKED.reset(token)
 
 
 def validate_embeddings(estimator, X, y="no_validation", *, reset):
@@ -398,6 +425,8 @@ class TextClassesMixin:
         model than the text (same width, unrelated spaces).
         """
         n_classes = len(self.classes_)
+        if _TEXT_CHECKED.get():
+            return  # checked once by the meta-estimator fitting this one
         if len(y_encoded) < 2 * n_classes:
             return  # too few samples to tell
         if self.text_features is None and self.pretrained is None:
@@ -417,10 +446,14 @@ class TextClassesMixin:
             warn(
                 f"{type(self).__name__}: the class text scores the training "
                 f"embeddings at chance level (zero-shot accuracy {accuracy:.1%}, "
-                f"chance {chance:.1%}). X was probably embedded by another CLIP "
-                f"model than the class text ({source}). Embed X with the same "
+                f"chance {chance:.1%}). Either X was embedded by another CLIP "
+                f"model than the class text ({source}): embed X with the same "
                 "model and weights, e.g. with make_clip_pipeline(head, model=..., "
-                "pretrained=...).",
+                "pretrained=...); or the class names do not describe these "
+                "images to CLIP (a hard domain, codes instead of names): "
+                "class_names={label: name} may help, and methods that learn "
+                "from the images (LinearProbeClassifier, GDAClassifier) need "
+                "no text.",
                 CLIPModelMismatchWarning,
             )
 

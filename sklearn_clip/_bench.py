@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
+from ._base import CLIPModelMismatchWarning
 from ._clip_classifier import CANDIDATES, CLIPClassifier
 from ._featurizer import CLIPFeaturizer
 from ._images import load_image_folder
@@ -193,6 +194,9 @@ def load_images(
         y_test=labels[test],
         text_features=text,
         name=Path(source).stem,
+        # Class text from random weights matches nothing: the model-mismatch
+        # guard would fire on every text-based fit.
+        random_weights=pretrained is None,
     )
 
 
@@ -220,6 +224,8 @@ def run_benchmark(dataset, methods, shots, seeds, progress=True):
                 warnings.filterwarnings(
                     "ignore", message=".*could represent a regression"
                 )
+                if dataset.get("random_weights"):
+                    warnings.simplefilter("ignore", CLIPModelMismatchWarning)
                 start = time.perf_counter()
                 estimator.fit(dataset["X_train"][train], dataset["y_train"][train])
                 seconds = time.perf_counter() - start
@@ -367,10 +373,13 @@ def chooser_against_best(summary, shots, chooser="CLIPClassifier"):
 
 def run(args):
     """``sklearn-clip bench`` with parsed arguments (see :mod:`._cli`)."""
+    for path in args.data:
+        _check_source(path)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
     pretrained = None if args.pretrained.lower() == "none" else args.pretrained
+    measured = 0
     for path in args.data:
         if Path(path).suffix == ".npz":
             dataset = load_features(path)
@@ -389,6 +398,15 @@ def run(args):
         records = run_benchmark(
             dataset, args.methods, args.shots, args.seeds, progress=progress
         )
+        if not records:
+            # Earlier results in --out stay as they are.
+            print(
+                f"\n{dataset['name']}: none of the methods {args.methods} applies "
+                "(the text-based ones need class text, which this set lacks); "
+                "nothing measured, nothing written."
+            )
+            continue
+        measured += 1
         accuracy = summarize(records, "accuracy")
         seconds = summarize(records, "fit_seconds")
         print(
@@ -431,5 +449,22 @@ def run(args):
                 "(matplotlib not installed: no plot written; "
                 "pip install 'sklearn-clip[plot]')"
             )
+    if not measured:
+        raise ValueError(
+            "nothing was measured: choose --methods that apply to these data sets"
+        )
     print(f"\nResults written to {out}/")
     return 0
+
+
+def _check_source(path):
+    """Refuse, by name, what the bench cannot read before any work starts."""
+    source = Path(path)
+    kind = source.suffix.lower()
+    if source.is_dir() or (source.is_file() and kind in (".npz", ".csv")):
+        return
+    what = "does not exist" if not source.exists() else "is not a folder, .npz or .csv"
+    raise ValueError(
+        f"{path} {what}: give a features .npz (X_train, y_train, X_test, y_test), "
+        "an image folder (one sub-folder per class) or a CSV of path,label"
+    )

@@ -28,6 +28,28 @@ METHOD_NAMES = (
 )
 
 
+def positive_int(text):
+    """An integer of at least 1 (an argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def fraction(text):
+    """A number strictly between 0 and 1 (an argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return value
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="sklearn-clip",
@@ -50,7 +72,7 @@ def build_parser():
     bench.add_argument("data", nargs="+", help="features .npz, image folder or CSV")
     bench.add_argument(
         "--shots",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=[1, 2, 4, 8, 16],
         metavar="K",
@@ -58,7 +80,7 @@ def build_parser():
     )
     bench.add_argument(
         "--seeds",
-        type=int,
+        type=positive_int,
         default=3,
         help="few-shot draws per shot count (default: 3)",
     )
@@ -89,7 +111,7 @@ def build_parser():
     )
     bench.add_argument(
         "--test-size",
-        type=float,
+        type=fraction,
         default=0.5,
         help="held-out fraction when the images carry no split (default: 0.5)",
     )
@@ -125,12 +147,15 @@ def build_parser():
     )
     embed.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=None,
         help="Ray actors, or workers of the Dask LocalCluster started here",
     )
     embed.add_argument(
-        "--shard-size", type=int, default=4096, help="images per shard (default: 4096)"
+        "--shard-size",
+        type=positive_int,
+        default=4096,
+        help="images per shard (default: 4096)",
     )
     embed.add_argument("--model", default="ViT-B-32", help="open_clip model")
     embed.add_argument(
@@ -143,7 +168,7 @@ def build_parser():
         "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16")
     )
     embed.add_argument(
-        "--batch-size", type=int, default=64, help="images per forward pass"
+        "--batch-size", type=positive_int, default=64, help="images per forward pass"
     )
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

@@ -10,7 +10,6 @@ import os
 import socket
 import threading
 import urllib.parse
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -286,14 +285,13 @@ def quantized_image_encoder(model="ViT-B-32", pretrained="laion2b_s34b_b79k"):
         cached = _CACHE.get(key)
     if cached is None:
         visual = load_clip(model, pretrained, "cpu").model.visual
-        with warnings.catch_warnings():
-            # torch.ao.quantization is deprecated in favour of torchao, which
-            # is not a dependency; the eager dynamic path still works.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.filterwarnings("ignore", message=".*deprecated")
-            cached = torch.ao.quantization.quantize_dynamic(
-                visual, {torch.nn.Linear}, dtype=torch.qint8, inplace=False
-            )
+        # torch.ao.quantization is deprecated in favour of torchao, which is
+        # not a dependency; the eager dynamic path still works. (Its
+        # DeprecationWarning is hidden by Python's default filters; changing
+        # the filters here would not be thread-safe.)
+        cached = torch.ao.quantization.quantize_dynamic(
+            visual, {torch.nn.Linear}, dtype=torch.qint8, inplace=False
+        )
         cached.eval()
         with _CACHE_LOCK:
             _CACHE.setdefault(key, cached)

@@ -4,7 +4,6 @@ cross-validation on the training samples alone.
 
 import copy
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral
@@ -24,9 +23,9 @@ from ._attention_probe import AttentionProbeClassifier
 from ._base import (
     BaseCLIPEstimator,
     ClassifierOutputMixin,
-    CLIPModelMismatchWarning,
     TextClassesMixin,
     encode_labels,
+    text_already_checked,
     validate_embeddings,
     warn_unused_parameters,
 )
@@ -121,11 +120,9 @@ def _fit_predict(estimator, X, y, train, test):
     """Fit on ``train`` rows, return log-probabilities of the ``test`` rows
     and the fit's wall time.
     """
-    with warnings.catch_warnings():
-        # Reported once by the classifier itself, not by every candidate.
-        warnings.simplefilter("ignore", CLIPModelMismatchWarning)
-        # One sample per class is normal here, not a regression target.
-        warnings.filterwarnings("ignore", message=".*could represent a regression")
+    # The class text was checked once by the classifier itself, not by every
+    # candidate (a context variable: no warnings filter changes under threads).
+    with text_already_checked():
         start = time.perf_counter()
         estimator.fit(X[train], y[train])
         seconds = time.perf_counter() - start

@@ -108,6 +108,8 @@ def fill_doc(**sections):
 
     def decorate(cls):
         doc = cls.__doc__
+        if doc is None:  # python -OO drops docstrings
+            return cls
         for name, text in sections.items():
             marker = f"%({name})s"
             for line in doc.splitlines():

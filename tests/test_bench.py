@@ -1,7 +1,9 @@
 import json
+import warnings
 
 import numpy as np
 
+from sklearn_clip import CLIPModelMismatchWarning
 from sklearn_clip import _bench as bench
 from sklearn_clip._cli import main
 
@@ -71,6 +73,19 @@ def test_bench_featurizes_an_image_folder_once(tmp_path, capsys):
     from .conftest import IMAGES
 
     folder = _require(IMAGES / "hymenoptera")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        bench_with_random_weights(folder, tmp_path)
+    # Class text from random weights matches no image: the bench does not
+    # report that as a model mismatch on every fit.
+    assert not [w for w in record if issubclass(w.category, CLIPModelMismatchWarning)]
+    printed = capsys.readouterr().out
+    assert "best newer method" in printed
+    records = json.loads((tmp_path / "hymenoptera.json").read_text())["records"]
+    assert {r["method"] for r in records} == {"zero-shot", "GDA", "Tip-Adapter"}
+
+
+def bench_with_random_weights(folder, tmp_path):
     main(
         [
             "bench",
@@ -94,10 +109,6 @@ def test_bench_featurizes_an_image_folder_once(tmp_path, capsys):
             "--no-progress",
         ]
     )
-    printed = capsys.readouterr().out
-    assert "best newer method" in printed
-    records = json.loads((tmp_path / "hymenoptera.json").read_text())["records"]
-    assert {r["method"] for r in records} == {"zero-shot", "GDA", "Tip-Adapter"}
 
 
 def test_bench_reads_a_csv_with_a_split_column(tmp_path):
@@ -180,3 +191,38 @@ def test_cli_help_documents_every_option_and_lists_every_method():
     bench_parser = build_parser()._subparsers._group_actions[0].choices["bench"]
     undocumented = [a.dest for a in bench_parser._actions if not a.help]
     assert undocumented == []
+
+
+def test_bench_refuses_empty_work_and_keeps_earlier_results(tmp_path, capsys):
+    import pytest
+
+    path = _require(FEATURES / "oxford_pets.npz")
+    earlier = tmp_path / "oxford_pets.json"
+    earlier.write_text("earlier results")
+    for seeds in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", str(path), "--seeds", seeds, "--out", str(tmp_path)])
+        assert exit_info.value.code == 2
+        assert "--seeds: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", str(path), "--shots", "0", "--out", str(tmp_path)])
+    # Only text-based methods on a set without class text: nothing to measure.
+    code = main(
+        ["bench", str(path), "--methods", "zero-shot", "--out", str(tmp_path)]
+        + ["--no-progress"]
+    )
+    assert code == 2
+    assert "nothing was measured" in capsys.readouterr().err
+    assert earlier.read_text() == "earlier results"
+    assert not (tmp_path / "oxford_pets.png").exists()
+
+
+def test_bench_names_the_inputs_it_accepts(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not data")
+    for source in (notes, tmp_path / "missing.npz"):
+        assert main(["bench", str(source), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert str(source) in err
+        assert "features .npz" in err and "image folder" in err and "CSV" in err
+    assert not (tmp_path / "out").exists()

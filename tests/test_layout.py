@@ -61,6 +61,7 @@ def test_every_module_is_classified():
         "_base",
         "_cli",
         "_clip",
+        "_compat",
         "_docstrings",
         "_embedding_cache",
         "_heads",
