@@ -16,7 +16,11 @@ Columns:
   Ray's and Dask's own services) over the whole row;
 * resume s: a re-run after deleting every other shard, start-up included.
 
+First, the cost of the shards' Parquet page checksums: write and read
+throughput with and without them, interleaved.
+
     python benchmarks/distributed.py                      # CPU, ~6 min
+    python benchmarks/distributed.py --checksums-only     # seconds
     python benchmarks/distributed.py --device cuda --model ViT-L-14 --repeats 1
 """
 
@@ -128,6 +132,62 @@ def resume_row(backend, n_workers, featurizer, paths, shard_size, folder):
     return time.perf_counter() - start, len(parts[::2]), len(parts)
 
 
+def checksum_table(rows=4096, dim=512, shards=8, repeats=5):
+    """Write and read shards of ``rows`` x ``dim`` embeddings on local disk,
+    with and without Parquet page checksums (interleaved), through the
+    package's own table layout; returns Markdown lines.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from sklearn_clip._parquet_shards import shard_table
+
+    rng = np.random.default_rng(0)
+    tables = [
+        shard_table(
+            i * rows,
+            [f"/data/images/{i:03d}/{j:07d}.jpg" for j in range(rows)],
+            [f"{i * rows + j:064x}" for j in range(rows)],
+            rng.normal(size=(rows, dim)).astype(np.float32),
+            [None] * rows,
+        )
+        for i in range(shards)
+    ]
+    seconds = {(side, what): [] for side in (False, True) for what in ("w", "r")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(repeats):
+            for checksums in (False, True) if repeat % 2 == 0 else (True, False):
+                start = time.perf_counter()
+                for i, table in enumerate(tables):
+                    pq.write_table(
+                        table, f"{tmp}/{i}.parquet", write_page_checksum=checksums
+                    )
+                seconds[checksums, "w"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                for i in range(shards):
+                    pq.read_table(
+                        f"{tmp}/{i}.parquet", page_checksum_verification=checksums
+                    )
+                seconds[checksums, "r"].append(time.perf_counter() - start)
+    total = rows * shards
+    rate = {key: total / statistics.median(v) for key, v in seconds.items()}
+    return [
+        f"\n### Parquet page checksums: {shards} shards of {rows} x {dim} "
+        f"embeddings on local disk ({machine_name()}), median of {repeats}\n",
+        "| | write rows/s | read rows/s |",
+        "|---|---|---|",
+        f"| without checksums | {rate[False, 'w']:,.0f} | {rate[False, 'r']:,.0f} |",
+        f"| with checksums (written, verified) | {rate[True, 'w']:,.0f} | "
+        f"{rate[True, 'r']:,.0f} |",
+        f"| ratio | {rate[True, 'w'] / rate[False, 'w']:.2f}x | "
+        f"{rate[True, 'r'] / rate[False, 'r']:.2f}x |",
+    ]
+
+
+def machine_name():
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="ViT-B-32")
@@ -137,7 +197,15 @@ def main():
     parser.add_argument("--shard-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--checksums-only",
+        action="store_true",
+        help="only the cost of the shards' page checksums (seconds)",
+    )
     args = parser.parse_args()
+    print("\n".join(checksum_table()), flush=True)
+    if args.checksums_only:
+        return
 
     warnings.filterwarnings("ignore", message="pretrained=None")
     paths = list_image_files(DATA / args.photos)
@@ -168,11 +236,7 @@ def main():
                 )
                 print(f"  {backend} x{n} (repeat {repeat + 1}): {measured}", flush=True)
 
-    machine = (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-        if args.device == "cpu"
-        else args.device
-    )
+    machine = machine_name() if args.device == "cpu" else args.device
     print(
         f"\n### Embedding {len(paths)} photos ({args.photos}), {args.model} on "
         f"{args.device} ({machine}); batch {args.batch_size}, shards of "

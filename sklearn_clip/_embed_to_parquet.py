@@ -17,6 +17,7 @@ from ._base import warn_unused_parameters
 from ._featurizer import CLIPFeaturizer
 from ._images import progress_shown
 from ._parquet_shards import (
+    BEYOND_THE_LAST,
     ShardsFailedError,
     check_manifest,
     check_path_inputs,
@@ -31,6 +32,7 @@ from ._parquet_shards import (
     shard_count,
     write_manifest,
 )
+from ._warnings import warn
 
 BACKENDS = ("local", "ray", "dask")
 
@@ -197,7 +199,12 @@ def embed_to_parquet(
         manifest = {**expected, "cache_key": None}
     done = set()
     if manifest["cache_key"] is not None:
-        done = finished_shards(fs, root, manifest, paths=paths)
+        # Every page of every finished shard is read against its checksum:
+        # a damaged shard is computed again, never kept.
+        done, problems = finished_shards(
+            fs, root, manifest, paths=paths, verify_data=True
+        )
+        _report_unusable(problems)
     n_shards = shard_count(len(paths), shard_size)
     todo = [shard for shard in range(n_shards) if shard not in done]
     if todo:
@@ -230,6 +237,25 @@ def embed_to_parquet(
         if failures:
             raise ShardsFailedError(failures, n_shards, output_dir)
     return EmbeddingStore(output_dir, storage_options=storage_options)
+
+
+def _report_unusable(problems):
+    """Warn about the part files that are not kept, and what happens to them."""
+    ignored = [name for name, why in problems.items() if why == BEYOND_THE_LAST]
+    redone = {name: why for name, why in problems.items() if why != BEYOND_THE_LAST}
+    if redone:
+        details = "; ".join(f"{name}: {why}" for name, why in list(redone.items())[:5])
+        warn(
+            f"{len(redone)} shard file(s) are not usable and are computed again: "
+            f"{details}",
+            UserWarning,
+        )
+    if ignored:
+        warn(
+            f"{len(ignored)} part file(s) are numbered beyond the last shard of this "
+            f"job and are ignored (not part of the store): {', '.join(ignored[:5])}",
+            UserWarning,
+        )
 
 
 def _refuse_foreign_shards(fs, root, output_dir):

@@ -8,12 +8,13 @@ from ._embedding_cache import EmbeddingCache
 from ._images import ImageLoadError
 from ._parquet_shards import (
     MANIFEST_NAME,
-    _parquet,
+    OTHER_JOB,
     embedding_matrix,
     finished_shards,
     output_location,
     part_name,
     read_manifest,
+    read_shard_table,
     shard_bounds,
     shard_count,
     shard_problem,
@@ -98,8 +99,14 @@ class EmbeddingStore:
         shards : list of int
             Empty when the store is complete.
         """
-        done = finished_shards(self._fs, self._root, self.manifest, warn_unusable=False)
-        return [shard for shard in range(self.n_shards) if shard not in done]
+        return self._missing_shards()[0]
+
+    def _missing_shards(self):
+        """``(missing shard indices, {file name: why not usable})``; the
+        footers are checked here, the data pages when a shard is read.
+        """
+        done, problems = finished_shards(self._fs, self._root, self.manifest)
+        return [s for s in range(self.n_shards) if s not in done], problems
 
     @property
     def is_complete(self):
@@ -124,28 +131,46 @@ class EmbeddingStore:
         if not 0 <= shard < self.n_shards:
             raise IndexError(f"shard {shard} out of range [0, {self.n_shards}).")
         path = f"{self._root}/{part_name(shard)}"
-        if shard_problem(self._fs, path, shard, self.manifest) is not None:
-            raise FileNotFoundError(self._incomplete_message([shard]))
+        problem = shard_problem(self._fs, path, shard, self.manifest)
+        if problem is not None:
+            raise FileNotFoundError(self._incomplete_message([shard], {path: problem}))
         return self._read_shard(shard, columns)
 
     def _read_shard(self, shard, columns):
-        path = f"{self._root}/{part_name(shard)}"
-        with self._fs.open(path, "rb") as handle:
-            return _parquet().read_table(handle, columns=columns)
+        """The shard's ``columns``, every page checked against its checksum."""
+        try:
+            return read_shard_table(
+                self._fs, f"{self._root}/{part_name(shard)}", columns
+            )
+        except OSError as exc:
+            raise OSError(
+                f"shard {shard} of the store {self.output_dir} is {exc}. Nothing "
+                "was returned from it. Run embed_to_parquet again with the same "
+                "arguments: it checks every shard and computes damaged ones again."
+            ) from None
 
     def _checked_complete(self):
-        missing = self.missing_shards()
+        missing, problems = self._missing_shards()
         if missing:
-            raise FileNotFoundError(self._incomplete_message(missing))
+            raise FileNotFoundError(self._incomplete_message(missing, problems))
 
-    def _incomplete_message(self, missing):
+    def _incomplete_message(self, missing, problems):
         shown = ", ".join(map(str, missing[:10])) + (
             " ..." if len(missing) > 10 else ""
         )
-        return (
+        message = (
             f"the store {self.output_dir} is incomplete: {len(missing)} of "
-            f"{self.n_shards} shards are missing or not valid ({shown}). Run "
-            "embed_to_parquet again with the same arguments to compute them."
+            f"{self.n_shards} shards are missing or not valid ({shown})."
+        )
+        if any(why in OTHER_JOB for why in problems.values()):
+            return message + (
+                f" Shards were written for another job than its {MANIFEST_NAME} "
+                "describes (was the manifest edited or replaced?): restore that "
+                "manifest, or embed into a new folder; running embed_to_parquet "
+                "on this folder with other arguments is refused."
+            )
+        return message + (
+            " Run embed_to_parquet again with the same arguments to compute them."
         )
 
     def _column(self, name):

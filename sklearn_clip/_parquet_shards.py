@@ -6,6 +6,10 @@ file is written under a temporary name and renamed when complete, so a file
 named ``part-000123.parquet`` is a finished shard: a killed job leaves only
 finished shards and temporary files (dot-files, which Parquet readers skip).
 Paths go through fsspec: local disk, NFS and object stores.
+
+Every data page of a shard carries a CRC-32 checksum (Parquet page checksums),
+verified whenever the package reads the shard: a damaged file raises or is
+computed again, and never yields embeddings.
 """
 
 import hashlib
@@ -22,7 +26,6 @@ import numpy as np
 from ._clip import embedding_dim, load_clip
 from ._embedding_cache import checkpoint_identity, content_key
 from ._version import __version__
-from ._warnings import warn
 
 FORMAT = 1
 MANIFEST_NAME = "_manifest.json"
@@ -32,6 +35,7 @@ _CACHE_KEY_FIELD = b"sklearn_clip.cache_key"
 _SHARD_FIELD = b"sklearn_clip.shard"
 _JOB_INPUTS_FIELD = b"sklearn_clip.job_inputs_sha256"  # the manifest's
 _SHARD_INPUTS_FIELD = b"sklearn_clip.shard_inputs_sha256"  # this shard's paths
+_CHECKSUMS_FIELD = b"sklearn_clip.page_checksums"  # "crc32": written with them
 # Manifest entries that describe a run, not the job: not compared on resume.
 _INFORMATIONAL = ("sklearn_clip_version", "created")
 # Featurizer parameters that decide the embedding of an image (the rest,
@@ -258,45 +262,46 @@ def shard_bounds(shard, shard_size, n_inputs):
     return start, min(start + shard_size, n_inputs)
 
 
-def finished_shards(fs, root, manifest, *, paths=None, warn_unusable=True):
-    """Shards whose file is complete and belongs to this job.
-
-    A file that is unreadable, has the wrong row count, was written for
-    another job (cache key, input list) or, with ``paths`` given, for other
-    inputs than this shard's, is left out (``embed_to_parquet`` computes it
-    again), with a warning naming it.
-    """
-    done, bad = set(), []
+def shard_files(fs, root):
+    """``{shard: file name}`` of the part files in the store's folder."""
     try:
         names = fs.ls(root, detail=False)
     except FileNotFoundError:
-        return done
+        return {}
+    found = {}
     for name in names:
         match = _PART_PATTERN.search(name)
-        if not match:
-            continue
-        shard = int(match.group(1))
-        problem = shard_problem(fs, name, shard, manifest, paths)
+        if match:
+            found[int(match.group(1))] = name
+    return found
+
+
+def finished_shards(fs, root, manifest, *, paths=None, verify_data=False):
+    """Shards whose file is complete and belongs to this job.
+
+    A file that is unreadable, has the wrong row count, was written for
+    another job (cache key, input list), without page checksums or, with
+    ``paths`` given, for other inputs than this shard's, is left out, and so
+    is, with ``verify_data``, a file with a data page that fails its checksum
+    (every page is read). Returns ``(done, problems)``: the finished shard
+    indices and ``{file name: why not}`` of the others.
+    """
+    done, problems = set(), {}
+    for shard, name in shard_files(fs, root).items():
+        problem = shard_problem(fs, name, shard, manifest, paths, verify_data)
         if problem is None:
             done.add(shard)
         else:
-            bad.append((name, problem))
-    if bad and warn_unusable:
-        details = "; ".join(f"{name}: {why}" for name, why in bad[:5])
-        warn(
-            f"{len(bad)} shard file(s) are not usable and are computed again: "
-            f"{details}",
-            UserWarning,
-        )
-    return done
+            problems[name] = problem
+    return done, problems
 
 
-def shard_problem(fs, name, shard, manifest, paths=None):
+def shard_problem(fs, name, shard, manifest, paths=None, verify_data=False):
     """Why the file ``name`` is not a finished ``shard`` of this job (None if
-    it is one).
+    it is one). With ``verify_data``, every data page is read and checked.
     """
     if not 0 <= shard < shard_count(manifest["n_inputs"], manifest["shard_size"]):
-        return "beyond the last shard of this job"
+        return BEYOND_THE_LAST
     start, stop = shard_bounds(shard, manifest["shard_size"], manifest["n_inputs"])
     try:
         with fs.open(name, "rb") as handle:
@@ -306,6 +311,8 @@ def shard_problem(fs, name, shard, manifest, paths=None):
     fields = metadata.metadata or {}
     if metadata.num_rows != stop - start:
         return f"{metadata.num_rows} rows, expected {stop - start}"
+    if fields.get(_CHECKSUMS_FIELD) != b"crc32":
+        return "written without page checksums (by an sklearn-clip before 0.2)"
     if fields.get(_CACHE_KEY_FIELD, b"").decode() != manifest.get("cache_key"):
         return "written with another featurizer cache key"
     if fields.get(_SHARD_FIELD, b"").decode() != str(shard):
@@ -316,7 +323,36 @@ def shard_problem(fs, name, shard, manifest, paths=None):
         _SHARD_INPUTS_FIELD, b""
     ).decode() != inputs_digest(paths[start:stop]):
         return "written for other inputs than this shard's"
+    if verify_data:
+        try:
+            read_shard_table(fs, name)
+        except OSError as exc:
+            return str(exc)
     return None
+
+
+#: The problem of a part file numbered past the job's last shard: ignored.
+BEYOND_THE_LAST = "beyond the last shard of this job"
+#: Problems that say the shard belongs to another job than the manifest's.
+OTHER_JOB = (
+    "written with another featurizer cache key",
+    "written for another input list",
+)
+
+
+def read_shard_table(fs, name, columns=None):
+    """A shard file as a pyarrow Table, every data page read checked against
+    its CRC-32; a damaged file raises ``OSError`` naming it.
+    """
+    try:
+        with fs.open(name, "rb") as handle:
+            return _parquet().read_table(
+                handle, columns=columns, page_checksum_verification=True
+            )
+    except OSError as exc:
+        raise OSError(
+            f"damaged: {name} fails its checksums ({' '.join(str(exc).split())})"
+        ) from None
 
 
 def worker_name():
@@ -449,11 +485,12 @@ def embed_shard(
             _SHARD_FIELD: str(shard).encode(),
             _JOB_INPUTS_FIELD: job["inputs_sha256"].encode(),
             _SHARD_INPUTS_FIELD: inputs_digest(paths).encode(),
+            _CHECKSUMS_FIELD: b"crc32",
         }
     )
     fs, root = output_location(root_url, storage_options)
     sink = require("pyarrow").BufferOutputStream()
-    _parquet().write_table(table, sink)
+    _parquet().write_table(table, sink, write_page_checksum=True)
     _write_atomically(fs, f"{root}/{part_name(shard)}", sink.getvalue().to_pybytes())
     return {
         "shard": shard,

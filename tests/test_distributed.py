@@ -549,3 +549,120 @@ def test_ray_address_cannot_be_ignored(ray_cluster, featurizer, images, tmp_path
         embed_to_parquet(
             featurizer, images, tmp_path / "store", backend="ray", address="auto"
         )
+
+
+def _damage(path, column="embedding", xor_bytes=1):
+    """Flip bits in the middle of a column's data pages, as a bad disk would."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_metadata(path)
+    names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    chunk = metadata.row_group(0).column(
+        next(i for i, name in enumerate(names) if name.startswith(column))
+    )
+    start = (
+        chunk.dictionary_page_offset
+        if chunk.has_dictionary_page
+        else chunk.data_page_offset
+    )
+    middle = start + chunk.total_compressed_size // 2
+    data = bytearray(Path(path).read_bytes())
+    for i in range(xor_bytes):
+        data[middle + i] ^= 0xA5 if xor_bytes > 1 else 0x10
+    Path(path).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "column, xor_bytes",
+    [("embedding", 1), ("embedding", 64), ("content_sha256", 1)],
+    ids=["bit in an embedding", "64 bytes", "bit in a content hash"],
+)
+def test_a_damaged_data_page_is_never_returned(
+    featurizer, images, expected, tmp_path, column, xor_bytes
+):
+    from sklearn_clip._embedding_cache import EmbeddingCache
+
+    output = tmp_path / "store"
+    store = embed_to_parquet(featurizer, images, output, shard_size=SHARD_SIZE)
+    _damage(output / "part-000001.parquet", column, xor_bytes)
+    before = part_times(output)
+    # Every read that touches the damaged column raises; reads of intact
+    # columns return what was written (pages are checked one by one).
+    reads = {
+        "embedding": lambda: store.to_numpy(on_error="nan"),
+        "content_sha256": lambda: store.content_hashes(),
+        "input": lambda: store.inputs(),
+    }
+    for read_column, read in reads.items():
+        if read_column == column:
+            with pytest.raises(OSError, match="shard 1 of the store .* damaged"):
+                read()
+    with pytest.raises(OSError, match="shard 1 of the store .* damaged"):
+        store.read_shard(1)
+    with pytest.raises(OSError, match="shard 1 of the store .* damaged"):
+        store.to_embedding_cache(tmp_path / "cache")
+    assert list(store.inputs()) == [os.path.abspath(p) for p in images]
+    if column != "embedding":
+        with pytest.warns(UserWarning, match="could not be read"):
+            np.testing.assert_array_equal(store.to_numpy(on_error="nan"), expected)
+    # The export stopped at shard 1: the cache holds shard 0's rows only.
+    cache_key = store.manifest["cache_key"]
+    hashes = [content_key(path) for path in images[: 2 * SHARD_SIZE]]
+    with EmbeddingCache(tmp_path / "cache", cache_key, expected.shape[1]) as cache:
+        hits = cache.get(hashes)
+    found = [i for i, key in enumerate(hashes) if key in hits]
+    assert found == [i for i in range(SHARD_SIZE) if i != 5]  # 5: corrupt image
+    # A re-run reads every page, computes shard 1 again, and says so.
+    with pytest.warns(UserWarning, match=r"1 shard file\(s\).*part-000001.*damaged"):
+        store = embed_to_parquet(featurizer, images, output, shard_size=SHARD_SIZE)
+    after = part_times(output)
+    assert after.pop("part-000001.parquet") != before.pop("part-000001.parquet")
+    assert after == before  # nothing else rewritten
+    with pytest.warns(UserWarning, match="could not be read"):
+        np.testing.assert_array_equal(store.to_numpy(on_error="nan"), expected)
+
+
+def test_a_shard_without_page_checksums_is_computed_again(
+    featurizer, images, expected, tmp_path
+):
+    import pyarrow.parquet as pq
+
+    output = tmp_path / "store"
+    store = embed_to_parquet(featurizer, images[:16], output, shard_size=SHARD_SIZE)
+    path = output / "part-000000.parquet"
+    table = pq.read_table(path)  # as an older version wrote it
+    metadata = dict(table.schema.metadata)
+    del metadata[b"sklearn_clip.page_checksums"]
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+    assert store.missing_shards() == [0]
+    with pytest.raises(FileNotFoundError, match="missing or not valid"):
+        store.to_numpy()
+    with pytest.warns(UserWarning, match="without page checksums"):
+        store = embed_to_parquet(featurizer, images[:16], output, shard_size=SHARD_SIZE)
+    assert store.is_complete
+
+
+def test_messages_say_what_is_true(featurizer, images, tmp_path):
+    import json
+
+    output = tmp_path / "store"
+    embed_to_parquet(featurizer, images[:16], output, shard_size=SHARD_SIZE)
+    # A part file past the job's last shard is ignored, not "computed again".
+    (output / "part-000009.parquet").write_bytes(
+        (output / "part-000001.parquet").read_bytes()
+    )
+    with pytest.warns(UserWarning) as record:
+        embed_to_parquet(featurizer, images[:16], output, shard_size=SHARD_SIZE)
+    messages = [str(w.message) for w in record]
+    assert any("part-000009" in m and "ignored" in m for m in messages)
+    assert not any("computed again" in m for m in messages)
+    # An edited manifest: re-running "with the same arguments" would be
+    # refused, so the store does not suggest it.
+    manifest_path = output / "_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["cache_key"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(FileNotFoundError) as error:
+        EmbeddingStore(output).to_numpy()
+    assert "was the manifest edited" in str(error.value)
+    assert "same arguments" not in str(error.value)
