@@ -91,7 +91,7 @@ def build_parser():
         choices=METHOD_NAMES,
         metavar="METHOD",
         help="subset of: " + ", ".join(METHOD_NAMES) + " (quote names with spaces, "
-        "e.g. --methods zero-shot 'GDA + zero-shot')",
+        "e.g. --methods zero-shot 'GDA + zero-shot') (default: all)",
     )
     bench.add_argument(
         "--model",
@@ -107,7 +107,7 @@ def build_parser():
     bench.add_argument(
         "--device",
         default="auto",
-        help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'",
+        help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N' (default: auto)",
     )
     bench.add_argument(
         "--test-size",
@@ -140,16 +140,22 @@ def build_parser():
     )
     embed.add_argument("-o", "--output", required=True, help="output folder or URL")
     embed.add_argument(
-        "--backend", choices=("local", "ray", "dask"), default="local", help="engine"
+        "--backend",
+        choices=("local", "ray", "dask"),
+        default="local",
+        help="engine (default: local, this process)",
     )
     embed.add_argument(
-        "--address", default=None, help="Ray or Dask cluster address (default: local)"
+        "--address",
+        default=None,
+        help="Ray or Dask cluster address (default: start a local cluster)",
     )
     embed.add_argument(
         "--workers",
         type=positive_int,
         default=None,
-        help="Ray actors, or workers of the Dask LocalCluster started here",
+        help="Ray actors, or workers of the Dask LocalCluster started here "
+        "(default: one per GPU, else one per core)",
     )
     embed.add_argument(
         "--shard-size",
@@ -157,18 +163,31 @@ def build_parser():
         default=4096,
         help="images per shard (default: 4096)",
     )
-    embed.add_argument("--model", default="ViT-B-32", help="open_clip model")
+    embed.add_argument(
+        "--model", default="ViT-B-32", help="open_clip model (default: ViT-B-32)"
+    )
     embed.add_argument(
         "--pretrained",
         default="laion2b_s34b_b79k",
-        help="pretrained tag or local checkpoint path; 'none' for random weights",
-    )
-    embed.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda', ...")
-    embed.add_argument(
-        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16")
+        help="pretrained tag or local checkpoint path; 'none' for random weights "
+        "(default: laion2b_s34b_b79k)",
     )
     embed.add_argument(
-        "--batch-size", type=positive_int, default=64, help="images per forward pass"
+        "--device",
+        default="auto",
+        help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N' (default: auto)",
+    )
+    embed.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="model precision; auto is bf16 on CUDA, fp32 on the CPU (default: auto)",
+    )
+    embed.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="images per forward pass (default: 64)",
     )
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -225,10 +244,14 @@ def _embed(args):
     )
     n_errors = len(store.errors())
     print(
-        f"{store.n_inputs} images in {store.n_shards} shards at {args.output} "
-        f"({n_errors} unreadable, recorded as error rows)"
+        f"{_count(store.n_inputs, 'image')} in {_count(store.n_shards, 'shard')} "
+        f"at {args.output} ({n_errors} unreadable, recorded as error rows)"
     )
     return 0
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def expand_inputs(inputs):

@@ -126,12 +126,28 @@ def _create(model, pretrained, device):
 def _unavailable(model, pretrained, why):
     return CLIPWeightsUnavailableError(
         f"Could not get the weights of CLIP model {model!r} with pretrained tag "
-        f"{pretrained!r}: {why}, and they are not in the local cache. On a machine "
-        "with internet access, download the checkpoint (for example with "
-        "open_clip.create_model_and_transforms(model, pretrained=tag)) and pass its "
-        "local file path instead: pretrained='/path/to/open_clip_model.safetensors'. "
-        "On a machine without internet, set HF_HUB_OFFLINE=1 so that checkpoints "
-        "already in the Hugging Face cache load without any network attempt."
+        f"{pretrained!r}: {why}, and they are not in the local cache. "
+        f"{_where_to_get(model, pretrained)} Then pass the file's path: "
+        f"pretrained='/path/to/that/file' (and model={model!r}). On a machine "
+        "without internet, set HF_HUB_OFFLINE=1 so that checkpoints already in "
+        "the Hugging Face cache load without any network attempt."
+    )
+
+
+def _where_to_get(model, pretrained):
+    """Where a machine with internet access gets this checkpoint as a file."""
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    repo = (cfg.get("hf_hub") or "").strip("/")
+    if repo:
+        return (
+            "On a machine with internet access, download the checkpoint file "
+            f"from https://huggingface.co/{repo} (open_clip_model.safetensors, "
+            "or open_clip_pytorch_model.bin), for example with `hf download "
+            f"{repo} open_clip_model.safetensors --local-dir .`, and copy it here."
+        )
+    return (
+        "On a machine with internet access, download the checkpoint file from "
+        f"{cfg.get('url')} and copy it here."
     )
 
 

@@ -181,6 +181,7 @@ def embed_to_parquet(
         raise ValueError("worker_resources applies to the 'ray' and 'dask' backends.")
 
     paths = check_path_inputs(inputs)
+    require("pyarrow")  # the shards' format: checked before any work
     fs, root = output_location(output_dir, storage_options)
     expected = job_fields(featurizer, paths, shard_size)
     manifest = read_manifest(fs, root)

@@ -188,9 +188,20 @@ def test_cli_help_documents_every_option_and_lists_every_method():
     from sklearn_clip._cli import METHOD_NAMES, build_parser
 
     assert list(METHOD_NAMES) == list(bench.METHODS)
-    bench_parser = build_parser()._subparsers._group_actions[0].choices["bench"]
-    undocumented = [a.dest for a in bench_parser._actions if not a.help]
-    assert undocumented == []
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("bench", "embed"):
+        actions = commands[name]._actions
+        undocumented = [a.dest for a in actions if not a.help]
+        assert undocumented == [], name
+        # Every option with a default says which.
+        silent = [
+            a.dest
+            for a in actions
+            if a.option_strings
+            and a.default not in (None, False, "==SUPPRESS==")
+            and "default:" not in a.help
+        ]
+        assert silent == [], name
 
 
 def test_bench_refuses_empty_work_and_keeps_earlier_results(tmp_path, capsys):

@@ -290,7 +290,9 @@ def test_invalid_arguments_are_refused(featurizer, images, tmp_path, monkeypatch
         embed_to_parquet(featurizer, images, out, backend="ray")
 
 
-def test_cli_embeds_folders_and_path_lists(featurizer, images, expected, tmp_path):
+def test_cli_embeds_folders_and_path_lists(
+    featurizer, images, expected, tmp_path, capsys
+):
     folder = os.path.dirname(images[0])
     good = [path for path in images if os.path.exists(path)]
     listing = tmp_path / "list.txt"
@@ -304,6 +306,10 @@ def test_cli_embeds_folders_and_path_lists(featurizer, images, expected, tmp_pat
     out = tmp_path / "store"
     argv = ["embed", folder, str(listing), str(table), "-o", str(out)]
     assert cli_main([*argv, "--shard-size", "8", "--batch-size", "4", *common]) == 0
+    assert "images in 5 shards at" in capsys.readouterr().out
+    one = ["embed", good[0], "-o", str(tmp_path / "one"), *common]
+    assert cli_main(one) == 0
+    assert "1 image in 1 shard at" in capsys.readouterr().out
     store = EmbeddingStore(out)
     in_folder = sorted(str(path) for path in Path(folder).iterdir())
     csv_path = good[2]  # relative to the CSV, stored absolute
@@ -666,3 +672,17 @@ def test_messages_say_what_is_true(featurizer, images, tmp_path):
         EmbeddingStore(output).to_numpy()
     assert "was the manifest edited" in str(error.value)
     assert "same arguments" not in str(error.value)
+
+
+def test_a_missing_parquet_library_is_named_before_any_work(
+    featurizer, images, tmp_path, monkeypatch
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setattr(
+        CLIPFeaturizer, "_embed", lambda *a: pytest.fail("embedded without pyarrow")
+    )
+    with pytest.raises(ImportError, match=r"pyarrow is required.*pip install"):
+        embed_to_parquet(featurizer, images, tmp_path / "store")
+    assert not (tmp_path / "store").exists()

@@ -53,6 +53,9 @@ def test_unreachable_hub_fails_fast_with_one_error(
     message = str(error.value)
     assert "unreachable" in message and "HF_HUB_OFFLINE=1" in message
     assert "pretrained='/path/to/" in message
+    # It says where the file is, not a call that would download into a cache.
+    assert "https://huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message
+    assert "create_model_and_transforms" not in message
     warnings_logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
     printed = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert len(warnings_logged) <= 1 and len(printed) <= 1
