@@ -23,6 +23,7 @@ from ._torch_utils import (
     loading_device,
     resolve_device,
     seeded_torch,
+    torch_generator,
 )
 from ._training import HeadNet, NetAsArraysMixin, TensorBatchIterator, float64_logits
 from ._validation import TEXT_PARAMETER_CONSTRAINTS, TRAINING_PARAMETER_CONSTRAINTS
@@ -103,9 +104,11 @@ class EmbeddingHeadClassifier(
         weights = self._sample_weights(X, y, sample_weight)
         if not self._continuing():
             self._prepare_fit(X, y_encoded, weights)
-        with self._seeded(), self._threads():
+        with self._threads():
             if not self._continuing():
-                self.net_ = self._new_net(_total_weight(weights, len(y)), (X, weights))
+                self.net_ = self._initialized_net(
+                    _total_weight(weights, len(y)), (X, weights)
+                )
             self._train(X, y_encoded, epochs=None, sample_weight=weights)
         return self
 
@@ -139,9 +142,11 @@ class EmbeddingHeadClassifier(
         if first:
             self._check_training_parameters(y_encoded)
             self._prepare_fit(X, y_encoded, weights)
-        with self._seeded(), self._threads():
+        with self._threads():
             if first:
-                self.net_ = self._new_net(_total_weight(weights, len(y)), (X, weights))
+                self.net_ = self._initialized_net(
+                    _total_weight(weights, len(y)), (X, weights)
+                )
             self._train(X, y_encoded, epochs=1, sample_weight=weights)
         return self
 
@@ -185,8 +190,17 @@ class EmbeddingHeadClassifier(
             )
         return np.searchsorted(self.classes_, y)
 
-    def _seeded(self):
-        return seeded_torch(self.random_state)
+    def _initialized_net(self, n_samples, training_data):
+        """A new net with its module initialised from ``random_state``
+        (torch's global RNG, seeded for just that, one thread at a time);
+        training shuffles with the net's own generator, so that concurrent
+        fits in threads never share a random stream.
+        """
+        generator = torch_generator(self.random_state)
+        with seeded_torch(self.random_state):
+            net = self._new_net(n_samples, training_data, generator=generator)
+            net.initialize()
+        return net
 
     def _seed(self):
         return draw_seed(self.random_state)
@@ -198,7 +212,7 @@ class EmbeddingHeadClassifier(
         device = self.net_.device if hasattr(self, "net_") else self.device
         return head_threads(resolve_device(device))
 
-    def _new_net(self, n_samples, training_data=None, device=None):
+    def _new_net(self, n_samples, training_data=None, device=None, generator=None):
         solver = self.solver
         lr = self._default_lr[solver] if self.lr is None else self.lr
         if solver == "lbfgs":
@@ -237,6 +251,7 @@ class EmbeddingHeadClassifier(
             iterator_train=TensorBatchIterator,
             iterator_valid=TensorBatchIterator,
             iterator_train__shuffle=True,
+            iterator_train__generator=generator,
             train_split=train_split,
             callbacks=callbacks,
             device=(device or resolve_device(self.device)).type,
@@ -267,7 +282,11 @@ class EmbeddingHeadClassifier(
         return {"n_samples": int(net.n_samples)}
 
     def _rebuild_net(self, arrays, config):
-        net = self._new_net(config["n_samples"], device=loading_device(self.device))
+        net = self._new_net(
+            config["n_samples"],
+            device=loading_device(self.device),
+            generator=torch_generator(self.random_state),  # for warm_start
+        )
         net.initialize()
         return net
 

@@ -4,6 +4,7 @@ intra-op threads.
 
 import contextlib
 import os
+import threading
 
 import numpy as np
 import torch
@@ -86,14 +87,39 @@ def draw_seed(random_state):
     return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
+#: torch's global random generator is one per process: a thread seeding it
+#: and drawing from it must not interleave with another doing the same.
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def seeded_torch(random_state):
-    """Seed torch (initialisation, shuffling) from ``random_state`` without
-    touching the caller's global RNG state.
+    """Seed torch's global RNG from ``random_state`` for the block (module
+    initialisation) and restore the caller's RNG state afterwards; one
+    thread at a time. Keep the block short: concurrent fits wait for it.
+    Training draws from its own :func:`torch_generator` instead.
     """
-    with torch.random.fork_rng(devices=[]):
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(draw_seed(random_state))
         yield
+
+
+@contextlib.contextmanager
+def global_rng_untouched():
+    """Run a block that may draw from torch's global RNG (building a module
+    whose weights are then overwritten) without changing the RNG state that
+    this or any other thread sees.
+    """
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        yield
+
+
+def torch_generator(random_state):
+    """A CPU ``torch.Generator`` seeded from ``random_state``: the random
+    stream of one fit (shuffling, random patches), shared with no other
+    thread.
+    """
+    return torch.Generator().manual_seed(draw_seed(random_state))
 
 
 #: Environment variable overriding :func:`head_threads`' count.

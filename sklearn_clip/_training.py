@@ -14,6 +14,8 @@ import torch
 from skorch import NeuralNetClassifier
 from skorch.history import History
 
+from ._torch_utils import global_rng_untouched
+
 
 class HeadModule(torch.nn.Module):
     """What a trained head's module provides.
@@ -96,13 +98,16 @@ class TensorBatchIterator:
 
     A last batch of a single row is merged into the one before it: BatchNorm
     cannot normalise one row, and dropping it would leave a sample untrained
-    in that epoch. Every sample is used once per epoch.
+    in that epoch. Every sample is used once per epoch. ``generator`` (a
+    ``torch.Generator``) draws the shuffling order, so that concurrent fits
+    in threads do not share torch's global random stream.
     """
 
-    def __init__(self, dataset, batch_size=-1, shuffle=False, **_):
+    def __init__(self, dataset, batch_size=-1, shuffle=False, generator=None, **_):
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.generator = generator
 
     def _tensors(self):
         data = self.dataset
@@ -117,7 +122,11 @@ class TensorBatchIterator:
         if self.batch_size == -1 or self.batch_size >= n_rows:
             yield X, y  # one full batch: the order does not matter
             return
-        order = torch.randperm(n_rows) if self.shuffle else torch.arange(n_rows)
+        order = (
+            torch.randperm(n_rows, generator=self.generator)
+            if self.shuffle
+            else torch.arange(n_rows)
+        )
         n_batches = len(self)
         for batch in range(n_batches):
             start = batch * self.batch_size
@@ -213,7 +222,7 @@ class NetAsArraysMixin:
             return
         history = self.__dict__.pop("_net_history")
         config = self.__dict__.pop("_net_config")
-        with torch.random.fork_rng(devices=[]):  # leaves the caller's RNG alone
+        with global_rng_untouched():  # the stored arrays replace the random init
             net = self._rebuild_net(arrays, config)
         # Copies: the arrays may be read-only memory maps (joblib mmap_mode).
         missing, unexpected = net.module_.load_state_dict(

@@ -42,7 +42,7 @@ from ._images import (
     load_image,
     split_preprocess,
 )
-from ._torch_utils import autocast, loading_device, seeded_torch
+from ._torch_utils import autocast, loading_device, seeded_torch, torch_generator
 from ._training import HeadModule, NetAsArraysMixin, PlainLogMixin
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
@@ -114,9 +114,14 @@ class PromptModule(HeadModule):
         if not use_prompt:
             return x
         if self.design == "random_patch":
-            # Training draws a new place per image and epoch; prediction uses a
-            # fixed sequence of places, so that it is deterministic.
-            generator = None if self.training else torch.Generator().manual_seed(0)
+            # Training draws a new place per image and epoch (from the fit's
+            # generator); prediction uses a fixed sequence of places, so that
+            # it is deterministic.
+            generator = (
+                getattr(self, "generator", None)
+                if self.training
+                else torch.Generator().manual_seed(0)
+            )
             return x + self._random_patches(len(x), generator)
         return x + self.full_prompt()
 
@@ -438,11 +443,22 @@ class VisualPromptClassifier(
         weights = resolve_sample_weight(items, y, sample_weight, class_weight=None)
         dataset = self._training_set(items, y_encoded, to_uint8, clip, weights)
         module = self._prompt_module(clip.image_size, mean, std)
+        generator = torch_generator(self.random_state)
         with seeded_torch(self.random_state):
             self.net_ = self._new_net(
-                module, clip.device, callbacks=self._training_callbacks(len(items))
+                module,
+                clip.device,
+                callbacks=self._training_callbacks(len(items)),
+                generator=generator,
             )
+            self.net_.initialize()
+        # Training draws its own stream (shuffling, random patch places):
+        # concurrent fits in threads never share torch's global one.
+        module.generator = generator
+        try:
             self.net_.fit(dataset, y=None)
+        finally:
+            del module.generator
         # Momentum buffers are as large as the prompt; they would only matter
         # for continued training, which this estimator does not offer.
         self.net_.optimizer_.state.clear()
@@ -490,7 +506,7 @@ class VisualPromptClassifier(
             callbacks.append(("progress", EpochProgress()))
         return callbacks
 
-    def _new_net(self, module, device, callbacks=()):
+    def _new_net(self, module, device, callbacks=(), generator=None):
         return PromptNet(
             module=module,
             criterion=nn.CrossEntropyLoss,
@@ -500,6 +516,7 @@ class VisualPromptClassifier(
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             iterator_train__shuffle=True,
+            iterator_train__generator=generator,
             iterator_train__num_workers=(
                 0 if self.cache_images else checked_num_workers(self.num_workers)
             ),

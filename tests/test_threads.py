@@ -100,3 +100,29 @@ def test_a_bad_override_is_refused_by_name(monkeypatch, value):
     monkeypatch.setenv(HEAD_THREADS_VARIABLE, value)
     with pytest.raises(ValueError, match=f"{HEAD_THREADS_VARIABLE}='{value}'"):
         LinearProbeClassifier(device="cpu").fit(X, y)
+
+
+def _adapter_proba(seed, X, y):
+    from sklearn_clip import CLIPAdapterClassifier
+
+    text = np.eye(3, 16)
+    clf = CLIPAdapterClassifier(
+        text_features=text, batch_size=8, max_epochs=15, device="cpu", random_state=seed
+    )
+    return clf.fit(X, y).predict_proba(X)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn_clip.CLIPModelMismatchWarning")
+def test_concurrent_fits_in_threads_learn_what_they_learn_alone():
+    # Random initialisation and mini-batch shuffling: each fit draws from
+    # its own seeded stream, never from torch's process-wide one that a
+    # concurrent fit is drawing from too.
+    X, y = _data()
+    alone = {seed: _adapter_proba(seed, X, y) for seed in range(3)}
+    with parallel_config(backend="threading", n_jobs=3):
+        together = Parallel()(
+            delayed(_adapter_proba)(seed, X, y) for _ in range(4) for seed in range(3)
+        )
+    for i, proba in enumerate(together):
+        np.testing.assert_array_equal(proba, alone[i % 3])
+    assert not np.array_equal(alone[0], alone[1])  # the seeds do matter
