@@ -44,7 +44,7 @@ def test_offline_tag_error_names_model_tag_and_local_path_remedy():
         load_clip("ViT-B-32", pretrained="laion2b_s34b_b79k", device="cpu")
     message = str(info.value)
     assert "'ViT-B-32'" in message and "'laion2b_s34b_b79k'" in message
-    assert "local file path" in message and "pretrained=" in message
+    assert "the file's path" in message and "pretrained=" in message
 
 
 def test_unknown_model_and_unknown_tag_are_value_errors():
