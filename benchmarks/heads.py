@@ -9,7 +9,7 @@ and score both on the test split. Nothing is selected on the test split.
     python benchmarks/heads.py                 # 3 seeds, ~20 min on 2 CPU cores
     python benchmarks/heads.py --seeds 1       # quick mode
     python benchmarks/heads.py --shots 16 --seeds 1 --seed-code   # + plain skorch
-    python benchmarks/heads.py --threads       # 1 vs 2 torch threads, idle and loaded
+    python benchmarks/heads.py --load 2 --shots 2 16   # idle vs 2 busy processes
 
 ``--seed-code`` adds a third side: the seed recipe as a plain skorch
 ``NeuralNetClassifier`` runs it (DataLoader batches, unfused AdamW), the
@@ -23,7 +23,6 @@ and writes ``heads.json`` and ``heads.png`` to ``--out``.
 import argparse
 import json
 import os
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -42,7 +41,7 @@ from sklearn_clip import (
 )
 from sklearn_clip._attention_probe import AttentionProbeModule
 from sklearn_clip._base import DEFAULT_LOGIT_SCALE
-from sklearn_clip._bench import load_features
+from sklearn_clip._bench import load_features, machine
 from sklearn_clip._clip_adapter import CLIPAdapterModule
 from sklearn_clip._linear_probe import LinearProbeModule
 
@@ -131,15 +130,6 @@ def fit_score(make_estimator, X, y, X_test, y_test, repeats=1):
         estimator.fit(X, y)
         times.append(time.perf_counter() - start)
     return float(estimator.score(X_test, y_test)), float(np.median(times))
-
-
-def machine():
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        # The SIMD level changes both speed and the seeded numerical path.
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
-    )
 
 
 def run(data, heads, shots, seeds, out, variants=("defaults", "seed recipe")):
@@ -260,66 +250,58 @@ def plot(records, zero_shot, path):
     fig.savefig(path, dpi=120)
 
 
-def _busy_loop(seconds):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+#: The trained heads as CLIPClassifier builds them (the --load table).
+TRAINED = ("Tip-Adapter-F", "ZS linear probe", "attention probe", "CLIP-Adapter")
 
 
-def thread_table(data, shots=8, repeats=3):
-    """Fit time of each head's defaults with 1 and with 2 torch threads, on an
-    idle machine and with one busy process per core (another job, a joblib
-    worker, ...). The estimators leave torch's thread count to the process
-    (``torch.set_num_threads`` or ``threadpoolctl.threadpool_limits``).
+def load_table(data, shots, n_busy, repeats=2):
+    """Fit time of every trained head, idle and beside ``n_busy`` busy torch
+    processes, with the package's thread policy (one intra-op thread) and
+    with torch's own thread count (``SKLEARN_CLIP_HEAD_THREADS=0``, the
+    behaviour before the policy), all in one run, repeats interleaved.
     """
-    import multiprocessing
+    from sklearn_clip._bench import busy_torch_processes
+    from sklearn_clip._clip_classifier import CANDIDATES
+    from sklearn_clip._torch_utils import HEAD_THREADS_VARIABLE
 
-    from threadpoolctl import threadpool_limits
-
-    train = few_shot_indices(data["y_train"], shots, random_state=0)
-    X, y = data["X_train"][train], data["y_train"][train]
+    names = TRAINED + ("linear probe",)
+    draws = {n: few_shot_indices(data["y_train"], n, random_state=0) for n in shots}
+    policies = {"one thread (default)": "1", "torch's threads": "0"}
     times = {}
     for load in ("idle", "loaded"):
-        hogs = []
-        if load == "loaded":
-            context = multiprocessing.get_context("spawn")
-            hogs = [
-                context.Process(target=_busy_loop, args=(600,), daemon=True)
-                for _ in range(os.cpu_count() or 1)
-            ]
-            for hog in hogs:
-                hog.start()
-            time.sleep(1.0)
-        try:
-            for _ in range(repeats):  # interleaved: drift hits both thread counts
-                for threads in (1, 2):
-                    for name, (cls, _) in HEADS.items():
-                        kwargs = dict(random_state=0, device="cpu")
-                        if name != "linear probe":
-                            kwargs["text_features"] = data["text_features"]
-                        with threadpool_limits(threads):
+        with busy_torch_processes(n_busy if load == "loaded" else 0):
+            for _ in range(repeats):
+                for policy, value in policies.items():
+                    os.environ[HEAD_THREADS_VARIABLE] = value
+                    for n in shots:
+                        X, y = data["X_train"][draws[n]], data["y_train"][draws[n]]
+                        for name in names:
+                            head = CANDIDATES[name].build(
+                                data["text_features"], None, 0, "cpu"
+                            )
                             start = time.perf_counter()
-                            cls(**kwargs).fit(X, y)
-                        times.setdefault((load, name, threads), []).append(
-                            time.perf_counter() - start
-                        )
-        finally:
-            for hog in hogs:
-                hog.terminate()
+                            head.fit(X, y)
+                            times.setdefault((load, policy, n, name), []).append(
+                                time.perf_counter() - start
+                            )
+    os.environ.pop(HEAD_THREADS_VARIABLE, None)
     lines = [
-        f"\nFit time (s, median of {repeats}) at {shots} shots, {machine()}; "
-        "loaded = one busy process per core\n",
-        "| head | idle, 1 thread | idle, 2 threads | loaded, 1 thread | "
-        "loaded, 2 threads |",
-        "|---|---|---|---|---|",
+        f"\nFit time (s, median of {repeats}), stanford_cars draw 0, {machine()}; "
+        f"loaded = beside {n_busy} busy torch processes (each looping a "
+        "256x512 @ 512x512 product with torch's default threads)\n",
+        "| head | shots | "
+        + " | ".join(f"{p}: idle / loaded (x)" for p in policies)
+        + " |",
+        "|---|---|" + "---|" * len(policies),
     ]
-    for name in HEADS:
-        cells = [
-            f"{np.median(times[load, name, threads]):.2f}"
-            for load in ("idle", "loaded")
-            for threads in (1, 2)
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for n in shots:
+        for name in names:
+            cells = []
+            for policy in policies:
+                idle = np.median(times["idle", policy, n, name])
+                loaded = np.median(times["loaded", policy, n, name])
+                cells.append(f"{idle:.2f} / {loaded:.2f} ({loaded / idle:.1f}x)")
+            lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -336,9 +318,12 @@ def main(argv=None):
         help="also time the seed recipe as a plain skorch net runs it",
     )
     parser.add_argument(
-        "--threads",
-        action="store_true",
-        help="only the fit-time table with 1 and 2 torch threads, idle and loaded",
+        "--load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only the fit-time table of the trained heads, idle and beside N "
+        "busy torch processes, with and without the one-thread policy",
     )
     args = parser.parse_args(argv)
     if not args.features.exists():
@@ -348,8 +333,8 @@ def main(argv=None):
     warnings.simplefilter("ignore", UserWarning)
     args.out.mkdir(parents=True, exist_ok=True)
     data = load_features(args.features)
-    if args.threads:
-        print(thread_table(data))
+    if args.load:
+        print(load_table(data, args.shots, args.load))
         return
     zero_shot = None
     if data["text_features"] is not None:

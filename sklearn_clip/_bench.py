@@ -6,9 +6,12 @@ training pool, fits every method on it, and scores on the test split. Nothing
 is tuned on the test split: methods run with their defaults.
 """
 
+import contextlib
 import csv
 import json
+import multiprocessing
 import os
+import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -67,14 +70,72 @@ METHODS = {
     "ZS linear probe": _candidate("ZS linear probe", seed=False),
     # Chooses among the methods above by cross-validation on the training
     # samples; with text on the text-based ones, otherwise on image-only ones.
+    # With its defaults (n_jobs too), as a user gets it.
     "CLIPClassifier": Method(
-        lambda text: CLIPClassifier(text_features=text, n_jobs=2, random_state=0),
+        lambda text: CLIPClassifier(text_features=text, random_state=0),
         seed=False,
     ),
 }
 
 #: Not single methods: left out of the "best single method" comparisons.
 CHOOSERS = ("CLIPClassifier",)
+
+
+def _busy_torch_loop(stop, started):
+    """What a busy process runs: a 256x512 @ 512x512 matrix product in a
+    loop, with torch's default threads (another job like ours).
+    """
+    import torch
+
+    a, b = torch.randn(256, 512), torch.randn(512, 512)
+    a @ b
+    started.set()
+    while not stop.is_set():
+        for _ in range(50):
+            a @ b
+
+
+@contextlib.contextmanager
+def busy_torch_processes(n):
+    """Run ``n`` busy torch processes (:func:`_busy_torch_loop`) for the
+    duration of the block: a machine shared with other jobs.
+    """
+    if n < 1:
+        yield
+        return
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    events = [context.Event() for _ in range(n)]
+    processes = [
+        context.Process(target=_busy_torch_loop, args=(stop, event), daemon=True)
+        for event in events
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for event in events:
+            if not event.wait(120):
+                raise RuntimeError("a busy process did not start within 120 s")
+        yield
+    finally:
+        stop.set()
+        for process in processes:
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+
+
+def machine():
+    """The machine, for the tables: processor, cores, torch's threads and
+    kernels (the SIMD level changes both speed and float rounding).
+    """
+    import torch
+
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
+        f"{torch.backends.cpu.get_cpu_capability()})"
+    )
 
 
 def load_features(path):
@@ -200,23 +261,28 @@ def load_images(
     )
 
 
-def run_benchmark(dataset, methods, shots, seeds, progress=True):
-    """Fit and score every method at every shot count and seed.
+def run_benchmark(dataset, methods, shots, seeds, progress=True, desc="bench"):
+    """Fit and score every method at every shot count and seed (``seeds``:
+    a count, or the list of seeds to run).
 
     Returns a list of records ``{method, shots, seed, accuracy, fit_seconds}``.
     """
-    runs = [(n, s, m) for n in shots for s in range(seeds) for m in methods]
+    seeds = range(seeds) if isinstance(seeds, int) else seeds
+    runs = [(n, s, m) for n in shots for s in seeds for m in methods]
     records, once = [], {}
     for n_shots, seed, name in tqdm(
-        runs, desc=f"bench {dataset['name']}", disable=not progress
+        runs, desc=f"{desc} {dataset['name']}", disable=not progress
     ):
         method = METHODS[name]
         if method.needs_text and dataset["text_features"] is None:
             continue
-        if not method.uses_shots and name in once:
-            accuracy, seconds = once[name]
+        train = few_shot_indices(dataset["y_train"], n_shots, random_state=seed)
+        # The same training rows (every draw of the whole pool, or a method
+        # that ignores them) give the same model: every method is seeded.
+        key = name if not method.uses_shots else (name, train.tobytes())
+        if key in once:
+            accuracy, seconds = once[key]
         else:
-            train = few_shot_indices(dataset["y_train"], n_shots, random_state=seed)
             estimator = method.build(dataset["text_features"])
             with warnings.catch_warnings():
                 # Few-shot sets have as many classes as samples at 1 shot;
@@ -230,7 +296,7 @@ def run_benchmark(dataset, methods, shots, seeds, progress=True):
                 estimator.fit(dataset["X_train"][train], dataset["y_train"][train])
                 seconds = time.perf_counter() - start
             accuracy = float(estimator.score(dataset["X_test"], dataset["y_test"]))
-            once[name] = (accuracy, seconds)
+            once[key] = (accuracy, seconds)
         records.append(
             dict(
                 method=name,
@@ -371,6 +437,56 @@ def chooser_against_best(summary, shots, chooser="CLIPClassifier"):
     )
 
 
+def load_table(idle, loaded, shots, n_busy):
+    """Fit time of every method on the same draw (seed 0), idle and beside
+    ``n_busy`` busy torch processes, side by side.
+    """
+    idle = {(r["method"], r["shots"]): r["fit_seconds"] for r in idle if r["seed"] == 0}
+    loaded = {(r["method"], r["shots"]): r["fit_seconds"] for r in loaded}
+    header = "| method | " + " | ".join(f"{n} shots: idle / loaded (x)" for n in shots)
+    lines = [header + " |", "|---" * (len(shots) + 1) + "|"]
+    for method in dict.fromkeys(m for m, _ in loaded):
+        cells = []
+        for n in shots:
+            if (method, n) not in loaded:
+                cells.append("-")
+                continue
+            a, b = idle[method, n], loaded[method, n]
+            cells.append(f"{a:.2f} / {b:.2f} ({b / max(a, 1e-9):.1f}x)")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def chooser_cost(records, shots, chooser="CLIPClassifier"):
+    """``chooser``'s fit time against the slowest single method's, per shot
+    count (means over the draws of ``records``), or "" without it.
+    """
+    seconds = summarize(records, "fit_seconds")
+    if chooser not in seconds:
+        return ""
+    lines = []
+    for n in shots:
+        singles = [
+            (by_shot[n][0], method)
+            for method, by_shot in seconds.items()
+            if n in by_shot and method not in CHOOSERS
+        ]
+        if not singles or n not in seconds[chooser]:
+            continue
+        slowest, name = max(singles)
+        own = seconds[chooser][n][0]
+        lines.append(
+            f"| {n} | {own:.2f} | {name} {slowest:.2f} | {own / slowest:.1f}x |"
+        )
+    return "\n".join(
+        [
+            f"| shots | {chooser} fit (s) | slowest single method (s) | ratio |",
+            "|---|---|---|---|",
+            *lines,
+        ]
+    )
+
+
 def run(args):
     """``sklearn-clip bench`` with parsed arguments (see :mod:`._cli`)."""
     for path in args.data:
@@ -380,6 +496,8 @@ def run(args):
     progress = not args.no_progress
     pretrained = None if args.pretrained.lower() == "none" else args.pretrained
     measured = 0
+    started = time.perf_counter()
+    loaded_seconds = 0.0
     for path in args.data:
         if Path(path).suffix == ".npz":
             dataset = load_features(path)
@@ -420,6 +538,38 @@ def run(args):
         )
         print(f"\n## {dataset['name']}: fit time (s), mean over seeds\n")
         print(markdown_table(seconds, args.shots, lambda m, s: f"{m:.3f}"))
+        cost = chooser_cost(records, args.shots)
+        if cost:
+            print(f"\n## {dataset['name']}: CLIPClassifier's cost, idle\n")
+            print(cost)
+        if args.load:
+            # Same draw (seed 0), timed again beside busy processes.
+            load_start = time.perf_counter()
+            with busy_torch_processes(args.load):
+                loaded = run_benchmark(
+                    dataset,
+                    args.methods,
+                    args.shots,
+                    [0],
+                    progress=progress,
+                    desc=f"beside {args.load} busy processes:",
+                )
+            loaded_seconds += time.perf_counter() - load_start
+            print(
+                f"\n## {dataset['name']}: fit time (s) of seed 0's draw, idle and "
+                f"beside {args.load} busy torch processes\n"
+            )
+            print(load_table(records, loaded, args.shots, args.load))
+            cost = chooser_cost(loaded, args.shots)
+            if cost:
+                print(
+                    f"\n## {dataset['name']}: CLIPClassifier's cost beside "
+                    f"{args.load} busy torch processes\n"
+                )
+                print(cost)
+            for record in loaded:
+                record["load"] = args.load
+            records = records + loaded
         comparison = best_by_family(accuracy, args.shots)
         if comparison:
             print(
@@ -453,7 +603,15 @@ def run(args):
         raise ValueError(
             "nothing was measured: choose --methods that apply to these data sets"
         )
+    total = time.perf_counter() - started
+    timing = f"{total // 60:.0f} min {total % 60:.0f} s"
+    if args.load:
+        timing += (
+            f" ({loaded_seconds // 60:.0f} min {loaded_seconds % 60:.0f} s of it "
+            f"beside {args.load} busy torch processes)"
+        )
     print(f"\nResults written to {out}/")
+    print(f"Benchmark time: {timing} on {machine()}")
     return 0
 
 

@@ -39,6 +39,17 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """An integer of at least 0 (an argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
 def fraction(text):
     """A number strictly between 0 and 1 (an argparse type)."""
     try:
@@ -119,6 +130,15 @@ def build_parser():
         "--out",
         default="bench_results",
         help="folder for the JSON results and PNG plots (default: bench_results)",
+    )
+    bench.add_argument(
+        "--load",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="also time seed 0's fits again beside N busy torch processes (other "
+        "jobs on the machine) and print idle and loaded times side by side "
+        "(default: 0, idle only)",
     )
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     embed = commands.add_parser(
