@@ -23,7 +23,12 @@ from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from ._base import CLIPModelMismatchWarning
-from ._clip_classifier import CANDIDATES, CLIPClassifier
+from ._clip_classifier import (
+    CANDIDATES,
+    IMAGE_ONLY_CANDIDATES,
+    TEXT_CANDIDATES,
+    CLIPClassifier,
+)
 from ._featurizer import CLIPFeaturizer
 from ._images import load_image_folder
 from ._model_selection import few_shot_indices
@@ -457,19 +462,22 @@ def load_table(idle, loaded, shots, n_busy):
     return "\n".join(lines)
 
 
-def chooser_cost(records, shots, chooser="CLIPClassifier"):
-    """``chooser``'s fit time against the slowest single method's, per shot
-    count (means over the draws of ``records``), or "" without it.
+def chooser_cost(records, shots, has_text):
+    """CLIPClassifier's fit time against its slowest candidate's (with its
+    default candidates: text-based ones when ``has_text``), per shot count,
+    means over the draws of ``records``; "" without it.
     """
+    chooser = "CLIPClassifier"
     seconds = summarize(records, "fit_seconds")
     if chooser not in seconds:
         return ""
+    candidates = TEXT_CANDIDATES if has_text else IMAGE_ONLY_CANDIDATES
     lines = []
     for n in shots:
         singles = [
             (by_shot[n][0], method)
             for method, by_shot in seconds.items()
-            if n in by_shot and method not in CHOOSERS
+            if n in by_shot and method in candidates
         ]
         if not singles or n not in seconds[chooser]:
             continue
@@ -480,7 +488,7 @@ def chooser_cost(records, shots, chooser="CLIPClassifier"):
         )
     return "\n".join(
         [
-            f"| shots | {chooser} fit (s) | slowest single method (s) | ratio |",
+            f"| shots | {chooser} fit (s) | its slowest candidate (s) | ratio |",
             "|---|---|---|---|",
             *lines,
         ]
@@ -538,7 +546,8 @@ def run(args):
         )
         print(f"\n## {dataset['name']}: fit time (s), mean over seeds\n")
         print(markdown_table(seconds, args.shots, lambda m, s: f"{m:.3f}"))
-        cost = chooser_cost(records, args.shots)
+        has_text = dataset["text_features"] is not None
+        cost = chooser_cost(records, args.shots, has_text)
         if cost:
             print(f"\n## {dataset['name']}: CLIPClassifier's cost, idle\n")
             print(cost)
@@ -560,7 +569,7 @@ def run(args):
                 f"beside {args.load} busy torch processes\n"
             )
             print(load_table(records, loaded, args.shots, args.load))
-            cost = chooser_cost(loaded, args.shots)
+            cost = chooser_cost(loaded, args.shots, has_text)
             if cost:
                 print(
                     f"\n## {dataset['name']}: CLIPClassifier's cost beside "
