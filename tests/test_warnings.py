@@ -68,3 +68,50 @@ def test_heads_in_joblib_threads_leave_the_filters_alone():
             )
         assert warnings.filters == before
     assert not [w for w in record if "regression" in str(w.message)]
+
+
+def test_warnings_name_the_users_line_or_the_package_line():
+    import threading
+
+    from sklearn_clip._warnings import warn
+
+    def user_code():
+        warn("from user code")  # the line a warning should name
+
+    def run(target):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            target()
+        return record[0].filename
+
+    # In a joblib worker thread and a plain thread: the user's function, not
+    # joblib's or threading's frames.
+    in_joblib = run(
+        lambda: Parallel(n_jobs=2, prefer="threads")(
+            delayed(user_code)() for _ in range(1)
+        )
+    )
+    assert in_joblib == __file__
+
+    def in_thread():
+        thread = threading.Thread(target=user_code)
+        thread.start()
+        thread.join()
+
+    assert run(in_thread) == __file__
+    # Called through the console script (no user line at all): the package
+    # line that raised it, not the script's "sklearn-clip:8".
+    from sklearn_clip import LinearProbeClassifier
+    from sklearn_clip._base import warn_unused_parameters
+
+    script = compile(
+        "warn_unused_parameters(probe, ['alpha'], 'here')",
+        "/venv/bin/sklearn-clip",
+        "exec",
+    )
+    namespace = {
+        "warn_unused_parameters": warn_unused_parameters,
+        "probe": LinearProbeClassifier(alpha=2.0),
+    }
+    filename = run(lambda: exec(script, namespace))
+    assert filename.endswith("_base.py")
