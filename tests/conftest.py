@@ -11,6 +11,9 @@ import pytest  # noqa: E402
 
 from sklearn_clip import TINY_MODEL  # noqa: E402
 
+#: tests/data holds stored estimators and the script that wrote them, not tests.
+collect_ignore = ["data"]
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FEATURES = SHARED_DATA / "features" / "clip-vit-b32"
 IMAGES = SHARED_DATA / "images"

@@ -2,6 +2,8 @@
 package's own classes) and joblib, predicting bit-identically in a fresh
 process; stored files hold arrays, never torch objects or optimizer state."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -116,3 +118,31 @@ def test_a_head_stored_with_cuda_loads_on_a_cpu_only_machine(fitted):
         clone.predict_proba(X_test), probe.predict_proba(X_test)
     )
     assert pickle.loads(pickle.dumps(probe)).net_.device == "cpu"
+
+
+STORED = Path(__file__).parent / "data" / "stored-0.1.0"
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in STORED.glob("*.pkl")), ids=lambda name: name
+)
+def test_estimators_stored_by_0_1_0_load_and_predict(name):
+    # Written by sklearn-clip 0.1.0 (tests/data/make_stored_estimators.py):
+    # this version loads them and predicts what they predicted then, up to
+    # the float32 rounding that 0.1.0's predictions had (now float64).
+    import pickle
+
+    estimator = pickle.loads((STORED / f"{name}.pkl").read_bytes())
+    expected = np.load(STORED / f"{name}-expected.npy")
+    inputs = (
+        list(np.load(STORED / "images.npy"))
+        if name in ("featurizer", "pipeline", "visual_prompt")
+        else np.load(STORED / "X.npy")
+    )
+    method = (
+        "transform" if name in ("featurizer", "zero_shot_logits") else "predict_proba"
+    )
+    got = getattr(estimator, method)(inputs)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    if method == "predict_proba":
+        np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
