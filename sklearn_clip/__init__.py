@@ -7,10 +7,10 @@ sklearn_clip`` and the command line's ``--help`` do not load torch.
 import importlib
 import sys
 
-from ._compat import make_importable_without_docstrings
 from ._version import __version__ as __version__
 
-make_importable_without_docstrings()  # python -OO
+if sys.flags.optimize >= 2:  # python -OO: skorch needs help (see _compat)
+    importlib.import_module("._compat", __name__).make_importable_without_docstrings()
 
 # public name -> private module that defines it
 _EXPORTS = {

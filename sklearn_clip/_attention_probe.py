@@ -4,10 +4,10 @@ import math
 from numbers import Real
 
 import torch
-from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from ._base import warn_unused_parameters
+from ._compat import Interval
 from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc, training_parameters
 from ._heads import TextHeadClassifier
 from ._training import HeadModule, batch_norm_layer

@@ -3,9 +3,9 @@
 from numbers import Integral, Real
 
 import torch
-from sklearn.utils._param_validation import Interval
 from torch import nn
 
+from ._compat import Interval
 from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc, training_parameters
 from ._heads import TextHeadClassifier
 from ._training import HeadModule, batch_norm_layer
@@ -181,5 +181,5 @@ class CLIPAdapterClassifier(TextHeadClassifier):
             self.logit_scale_,
         )
 
-    def _on_classes_changed(self):
+    def _on_classes_changed(self, previous):
         self.net_.module_.text = self._text_tensor().to(self.net_.module_.text.device)

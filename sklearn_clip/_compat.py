@@ -1,7 +1,30 @@
-"""Work-arounds for the libraries the package builds on."""
+"""Work-arounds for the libraries the package builds on, and the one place
+that imports scikit-learn's private names.
+
+scikit-learn's private helpers (parameter constraints, ``_fit_context``,
+sample-weight and feature-name checks) are what its own estimators and
+scikit-learn-contrib projects use; they may move between releases. Every
+module imports them from here, so a move is mended once, and
+``pyproject.toml`` bounds scikit-learn to the releases tested
+(``tests/test_compat.py`` checks the bound against the installed version).
+"""
 
 import importlib.abc
 import sys
+
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils.validation import _check_feature_names_in, _check_sample_weight
+
+__all__ = [
+    "Interval",
+    "StrOptions",
+    "_check_feature_names_in",
+    "_check_sample_weight",
+    "_fit_context",
+    "make_importable_without_docstrings",
+    "validate_params",
+]
 
 #: The smallest docstring from which skorch builds its nets' docstrings (the
 #: text after the fifth line must hold a ``criterion`` parameter entry).

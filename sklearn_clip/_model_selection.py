@@ -4,8 +4,8 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, validate_params
 
+from ._compat import Interval, validate_params
 from ._warnings import warn
 
 

@@ -4,10 +4,10 @@ from numbers import Real
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from ._base import l2_normalize, validate_embeddings, warn_unused_parameters
+from ._compat import Interval
 from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc, training_parameters
 from ._heads import TextHeadClassifier
 from ._training import HeadModule
@@ -303,7 +303,7 @@ class TipAdapterClassifier(TextHeadClassifier):
         # The training-free cache is rebuilt from each fit's data.
         return self.fine_tune and super()._continuing()
 
-    def _on_classes_changed(self):
+    def _on_classes_changed(self, previous):
         module = self.net_.module_
         module.text = self._text_tensor().to(module.text.device)
         module.key_labels = self._key_label_tensor().to(module.key_labels.device)

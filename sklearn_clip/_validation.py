@@ -4,7 +4,8 @@ import os
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._compat import Interval, StrOptions
 
 DEVICE_CONSTRAINT = [str]
 PRECISION_CONSTRAINT = [StrOptions({"auto", "fp32", "bf16", "fp16"})]

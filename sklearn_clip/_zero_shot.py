@@ -1,8 +1,9 @@
 """Zero-shot classification of CLIP image embeddings with class-name prompts."""
 
-from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin
 
 from ._base import BaseCLIPEstimator, ClassifierOutputMixin, TextClassesMixin
+from ._compat import _fit_context
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
 

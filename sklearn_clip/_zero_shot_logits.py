@@ -1,10 +1,11 @@
 """Zero-shot logits as features, for the "image + logits" probe."""
 
 import numpy as np
-from sklearn.base import TransformerMixin, _fit_context
-from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
+from sklearn.base import TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseCLIPEstimator, TextClassesMixin, validate_embeddings
+from ._compat import _check_feature_names_in, _fit_context
 from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
 

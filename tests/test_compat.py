@@ -31,3 +31,22 @@ def test_the_package_imports_and_fits_under_python_OO():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "works"
+
+
+def test_the_installed_scikit_learn_is_in_the_declared_range():
+    # pyproject.toml bounds scikit-learn to the releases whose private names
+    # sklearn_clip._compat imports; this installation must be one of them.
+    import re
+    from pathlib import Path
+
+    import sklearn
+    from packaging.specifiers import SpecifierSet
+
+    import sklearn_clip._compat as compat
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'"scikit-learn([^"]+)"', pyproject).group(1)
+    assert "<" in declared  # an upper bound: untested releases are not pulled in
+    assert SpecifierSet(declared).contains(sklearn.__version__)
+    for name in compat.__all__:
+        assert getattr(compat, name) is not None
