@@ -42,14 +42,10 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import psutil  # noqa: E402
 
 from sklearn_clip import CLIPFeaturizer, clear_clip_cache  # noqa: E402
-from sklearn_clip._embed_to_parquet import (  # noqa: E402
-    _DaskEngine,
-    _LocalEngine,
-    _RayEngine,
-    embed_to_parquet,
-)
 from sklearn_clip._images import list_image_files  # noqa: E402
-from sklearn_clip._parquet_shards import (  # noqa: E402
+from sklearn_clip.distributed import embed_to_parquet  # noqa: E402
+from sklearn_clip.distributed._engines import ENGINES  # noqa: E402
+from sklearn_clip.distributed._format import (  # noqa: E402
     job_fields,
     shard_bounds,
     shard_count,
@@ -57,7 +53,6 @@ from sklearn_clip._parquet_shards import (  # noqa: E402
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "images"
-ENGINES = {"local": _LocalEngine, "dask": _DaskEngine, "ray": _RayEngine}
 
 
 def tree_cpu_seconds():
@@ -140,7 +135,7 @@ def checksum_table(rows=4096, dim=512, shards=8, repeats=5):
     import numpy as np
     import pyarrow.parquet as pq
 
-    from sklearn_clip._parquet_shards import shard_table
+    from sklearn_clip.distributed._format import shard_table
 
     rng = np.random.default_rng(0)
     tables = [

@@ -218,7 +218,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     from ._clip import CLIPWeightsUnavailableError
-    from ._parquet_shards import ShardsFailedError
+    from .distributed import ShardsFailedError
 
     try:
         if args.command == "bench":
@@ -241,8 +241,8 @@ def main(argv=None):
 
 
 def _embed(args):
-    from ._embed_to_parquet import embed_to_parquet
     from ._featurizer import CLIPFeaturizer
+    from .distributed import embed_to_parquet
 
     paths = expand_inputs(args.inputs)
     featurizer = CLIPFeaturizer(

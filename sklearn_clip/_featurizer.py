@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseCLIPEstimator
 from ._clip import embedding_dim, load_clip, quantized_image_encoder
+from ._compat import Interval, StrOptions
 from ._embedding_cache import (
     EmbeddingCache,
     checkpoint_identity,
@@ -215,7 +215,7 @@ class CLIPFeaturizer(
         """
         self._validate_params()
         items = check_image_inputs(X)
-        embeddings, failures = self._embed_items(items)
+        embeddings, failures = embed_items(self, items)
         if failures:
             error = ImageLoadError(failures, len(items))
             if self.on_error == "raise":
@@ -226,10 +226,7 @@ class CLIPFeaturizer(
         return embeddings
 
     def _embed_items(self, items):
-        """Embed validated ``items``; return the embeddings and the unreadable
-        items as sorted ``(row, description, reason)`` triples, whose rows
-        are left unset. Shared by ``transform`` and the distributed workers.
-        """
+        """Embed validated ``items``; see :func:`embed_items`."""
         clip = load_clip(self.model, self.pretrained, self.device)
         if self.quantize and clip.device.type != "cpu":
             raise ValueError(
@@ -305,15 +302,7 @@ class CLIPFeaturizer(
         )
 
     def _namespace(self, clip):
-        return namespace_key(
-            version=_EMBEDDING_VERSION,
-            model=self.model,
-            pretrained=checkpoint_identity(self.pretrained),
-            preprocess=repr(clip.preprocess),
-            precision=resolve_precision(clip.device, self.precision),
-            normalize=self.normalize,
-            quantize=self.quantize,
-        )
+        return embedding_key(self, clip)
 
     def _workers(self, n_items, device):
         if self.num_workers != "auto":
@@ -405,3 +394,47 @@ def _encode_in_chunks(encode, batch, chunk):
             continue
         start += len(piece)
     return torch.cat(outputs) if len(outputs) > 1 else outputs[0], chunk
+
+
+# -- The featurizer's contract with the code that embeds for it elsewhere (the
+# distributed workers, the embedding store, the benchmarks): what decides an
+# embedding, its key, and the embedding of a list of items. ---------------------
+
+#: Parameters of :class:`CLIPFeaturizer` that decide the embedding of an
+#: image; the others (batch size, workers, caches, progress) decide only how
+#: it is computed. Declared once: the cache key and a distributed job's
+#: manifest are both made from these.
+EMBEDDING_PARAMETERS = ("model", "pretrained", "precision", "normalize", "quantize")
+
+
+def embedding_parameters(featurizer):
+    """``{name: value}`` of the :data:`EMBEDDING_PARAMETERS` of
+    ``featurizer``, with a local checkpoint path replaced by its identity
+    (the SHA-256 of its bytes).
+    """
+    values = {name: getattr(featurizer, name) for name in EMBEDDING_PARAMETERS}
+    values["pretrained"] = checkpoint_identity(values["pretrained"])
+    return values
+
+
+def embedding_key(featurizer, clip):
+    """The key that identifies ``featurizer``'s embeddings with the loaded
+    model ``clip``: its embedding parameters (precision resolved on the
+    model's device), the preprocessing and the embedding version. Equal keys
+    mean equal embeddings of equal bytes; it keys the embedding cache and a
+    distributed job's shards.
+    """
+    parts = embedding_parameters(featurizer)
+    parts["precision"] = resolve_precision(clip.device, parts["precision"])
+    return namespace_key(
+        version=_EMBEDDING_VERSION, preprocess=repr(clip.preprocess), **parts
+    )
+
+
+def embed_items(featurizer, items):
+    """Embed validated ``items`` (paths, PIL images or arrays) with
+    ``featurizer``, using its cache; return the embeddings and the
+    unreadable items as sorted ``(row, description, reason)`` triples, whose
+    rows are left unset. What ``transform`` and the distributed workers run.
+    """
+    return featurizer._embed_items(items)

@@ -4,9 +4,10 @@ import os
 
 import numpy as np
 
-from ._embedding_cache import EmbeddingCache
-from ._images import ImageLoadError
-from ._parquet_shards import (
+from .._embedding_cache import EmbeddingCache
+from .._images import ImageLoadError
+from .._warnings import warn
+from ._format import (
     MANIFEST_NAME,
     OTHER_JOB,
     embedding_matrix,
@@ -19,7 +20,6 @@ from ._parquet_shards import (
     shard_count,
     shard_problem,
 )
-from ._warnings import warn
 
 # Rows per transaction when exporting into the local embedding cache.
 _EXPORT_CHUNK = 10_000

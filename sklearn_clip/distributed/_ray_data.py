@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from ._base import warn_unused_parameters
-from ._parquet_shards import embed_paths, load_worker
+from .._base import warn_unused_parameters
+from ._worker import embed_paths, load_worker
 
 
 class CLIPBatchEmbedder:

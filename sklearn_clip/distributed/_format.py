@@ -1,5 +1,5 @@
-"""An embedding job on disk: its manifest, one Parquet file per shard, and
-the embedding of one shard (what every engine's worker runs).
+"""The on-disk format of an embedding job: its manifest, one Parquet file
+per shard, and how each is written, checked and read.
 
 Shard ``i`` holds inputs ``[i * shard_size, (i + 1) * shard_size)``. A shard
 file is written under a temporary name and renamed when complete, so a file
@@ -17,15 +17,14 @@ import importlib
 import json
 import os
 import re
-import socket
 import time
 import uuid
 
 import numpy as np
 
-from ._clip import embedding_dim, load_clip
-from ._embedding_cache import checkpoint_identity, content_key
-from ._version import __version__
+from .._clip import embedding_dim
+from .._featurizer import embedding_parameters
+from .._version import __version__
 
 FORMAT = 1
 MANIFEST_NAME = "_manifest.json"
@@ -38,9 +37,6 @@ _SHARD_INPUTS_FIELD = b"sklearn_clip.shard_inputs_sha256"  # this shard's paths
 _CHECKSUMS_FIELD = b"sklearn_clip.page_checksums"  # "crc32": written with them
 # Manifest entries that describe a run, not the job: not compared on resume.
 _INFORMATIONAL = ("sklearn_clip_version", "created")
-# Featurizer parameters that decide the embedding of an image (the rest,
-# batch size, progress, caches, decide only how it is computed).
-_EMBEDDING_PARAMS = ("model", "pretrained", "precision", "normalize", "quantize")
 
 _INSTALL_HINTS = {
     "pyarrow": "pip install 'sklearn-clip[dask]' (or [ray]; the local backend "
@@ -160,12 +156,9 @@ def inputs_digest(paths):
 
 def job_fields(featurizer, paths, shard_size):
     """The manifest entries known before any model is loaded."""
-    params = featurizer.get_params()
-    embedding = {name: params[name] for name in _EMBEDDING_PARAMS}
-    embedding["pretrained"] = checkpoint_identity(embedding["pretrained"])
     return {
         "format": FORMAT,
-        "featurizer": embedding,
+        "featurizer": embedding_parameters(featurizer),
         "embedding_dim": embedding_dim(featurizer.model),
         "shard_size": int(shard_size),
         "n_inputs": len(paths),
@@ -333,6 +326,8 @@ def shard_problem(fs, name, shard, manifest, paths=None, verify_data=False):
 
 #: The problem of a part file numbered past the job's last shard: ignored.
 BEYOND_THE_LAST = "beyond the last shard of this job"
+
+
 #: Problems that say the shard belongs to another job than the manifest's.
 OTHER_JOB = (
     "written with another featurizer cache key",
@@ -353,10 +348,6 @@ def read_shard_table(fs, name, columns=None):
         raise OSError(
             f"damaged: {name} fails its checksums ({' '.join(str(exc).split())})"
         ) from None
-
-
-def worker_name():
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _parquet():
@@ -381,124 +372,6 @@ def _write_atomically(fs, path, text_or_bytes):
 def _is_local(fs):
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocols or "local" in protocols
-
-
-def worker_featurizer(params):
-    """A featurizer for a worker: no progress bars, caches or memmaps of the
-    caller's machine; unreadable inputs become error rows.
-    """
-    from ._featurizer import CLIPFeaturizer
-
-    params = {
-        **params,
-        "progress": False,
-        "cache_dir": None,
-        "memmap_dir": None,
-        "on_error": "nan",
-    }
-    return CLIPFeaturizer(**params)
-
-
-def load_worker(params):
-    """The worker featurizer and its model, loaded here (once per process:
-    ``load_clip`` caches it).
-    """
-    featurizer = worker_featurizer(params)
-    return featurizer, load_clip(
-        featurizer.model, featurizer.pretrained, featurizer.device
-    )
-
-
-def describe_worker(params):
-    """Load the model here and return its cache key."""
-    featurizer, clip = load_worker(params)
-    return {
-        "cache_key": featurizer._namespace(clip),
-        "device": str(clip.device),
-        "worker": worker_name(),
-    }
-
-
-def embed_paths(featurizer, paths):
-    """Embed ``paths`` with a worker featurizer.
-
-    Returns ``(embeddings, content hashes, errors)``: float32 rows (NaN
-    where the input failed), the SHA-256 content key of each readable file
-    (the key of the local embedding cache) and the error message per row
-    (``None`` where it succeeded).
-    """
-    hashes = [content_key(path) for path in paths]
-    embeddings, failures = featurizer._embed_items(paths)
-    errors = [None] * len(paths)
-    for row, _, reason in failures:
-        errors[row] = reason
-    # A file rewritten while it was embedded: its embedding may be of either
-    # version, so it is an error row, never filed under the wrong hash.
-    for row, path in enumerate(paths):
-        if errors[row] is None and content_key(path) != hashes[row]:
-            errors[row] = "the file changed while it was being embedded"
-    for row, error in enumerate(errors):
-        if error is not None:
-            embeddings[row] = np.nan
-    return embeddings, hashes, errors
-
-
-def embed_shard(
-    params,
-    paths,
-    shard,
-    first_row,
-    root_url,
-    job,
-    storage_options,
-    pooled=False,
-):
-    """Embed one shard and write its Parquet file; what a worker runs.
-
-    ``job``: the manifest's ``cache_key`` and ``inputs_sha256``, stamped on
-    the file. ``pooled``: this process is one of several workers sharing the node's
-    cores, so on the CPU ``num_workers="auto"`` decodes with threads instead
-    of starting DataLoader processes that would compete with the others.
-    Returns a small summary (rows, errors, seconds, worker). Raises if this
-    worker computes another cache key than the job's (a CPU worker in a GPU
-    job, say), instead of writing embeddings that differ from the others.
-    """
-    started = time.perf_counter()
-    featurizer, clip = load_worker(params)
-    cache_key = job["cache_key"]
-    here = featurizer._namespace(clip)
-    if here != cache_key:
-        raise RuntimeError(
-            f"worker {os.getpid()} on {clip.device} computes embeddings with "
-            f"cache key {here[:12]}..., not the job's {cache_key[:12]}... (another "
-            "device kind or precision): every worker of a job must use the same "
-            "device kind; set the featurizer's precision explicitly or place the "
-            "job on one kind of worker."
-        )
-    if pooled and featurizer.num_workers == "auto" and clip.device.type == "cpu":
-        featurizer.set_params(num_workers=0)
-    embeddings, hashes, errors = embed_paths(featurizer, paths)
-    table = shard_table(first_row, paths, hashes, embeddings, errors)
-    table = table.replace_schema_metadata(
-        {
-            _CACHE_KEY_FIELD: cache_key.encode(),
-            _SHARD_FIELD: str(shard).encode(),
-            _JOB_INPUTS_FIELD: job["inputs_sha256"].encode(),
-            _SHARD_INPUTS_FIELD: inputs_digest(paths).encode(),
-            _CHECKSUMS_FIELD: b"crc32",
-        }
-    )
-    fs, root = output_location(root_url, storage_options)
-    sink = require("pyarrow").BufferOutputStream()
-    _parquet().write_table(table, sink, write_page_checksum=True)
-    _write_atomically(fs, f"{root}/{part_name(shard)}", sink.getvalue().to_pybytes())
-    return {
-        "shard": shard,
-        "rows": len(paths),
-        "errors": sum(error is not None for error in errors),
-        "seconds": time.perf_counter() - started,
-        "worker": worker_name(),
-    }
 
 
 def shard_table(first_row, paths, hashes, embeddings, errors):
@@ -537,3 +410,23 @@ def embedding_matrix(column, dim):
         matrix = matrix.copy()
         matrix[~array.is_valid().to_numpy(zero_copy_only=False)] = np.nan
     return matrix
+
+
+def write_shard(table, shard, paths, job, root_url, storage_options=None):
+    """Write ``table`` as the finished file of ``shard``: stamped with the
+    job's cache key and input digests, every data page checksummed, under a
+    temporary name renamed when complete.
+    """
+    table = table.replace_schema_metadata(
+        {
+            _CACHE_KEY_FIELD: job["cache_key"].encode(),
+            _SHARD_FIELD: str(shard).encode(),
+            _JOB_INPUTS_FIELD: job["inputs_sha256"].encode(),
+            _SHARD_INPUTS_FIELD: inputs_digest(paths).encode(),
+            _CHECKSUMS_FIELD: b"crc32",
+        }
+    )
+    fs, root = output_location(root_url, storage_options)
+    sink = require("pyarrow").BufferOutputStream()
+    _parquet().write_table(table, sink, write_page_checksum=True)
+    _write_atomically(fs, f"{root}/{part_name(shard)}", sink.getvalue().to_pybytes())

@@ -14,12 +14,17 @@ missing (``pip install 'sklearn-clip[ray]'`` or ``'sklearn-clip[dask]'``).
 Model search needs no new API: scikit-learn's joblib parallelism runs on
 Dask or Ray through ``joblib.parallel_config`` (see the user guide page
 "Scaling out").
+
+Inside: ``_embed`` orchestrates a job, ``_engines`` runs its shards on this
+process, Ray or Dask, ``_worker`` is what every worker runs, ``_format`` is
+the on-disk format (manifest, shard files, checksums), ``_store`` reads a
+finished store and ``_ray_data`` is the Ray Data step.
 """
 
-from ._embed_to_parquet import embed_to_parquet
-from ._embedding_store import EmbeddingStore
-from ._parquet_shards import ManifestMismatchError, ShardsFailedError
+from ._embed import embed_to_parquet
+from ._format import ManifestMismatchError, ShardsFailedError
 from ._ray_data import CLIPBatchEmbedder
+from ._store import EmbeddingStore
 
 __all__ = [
     "CLIPBatchEmbedder",

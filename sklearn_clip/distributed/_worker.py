@@ -1,0 +1,124 @@
+"""What every worker of an embedding job runs, whatever the engine: load the
+model once, embed a shard with the unchanged featurizer (through its
+contract: :func:`~sklearn_clip._featurizer.embed_items` and
+:func:`~sklearn_clip._featurizer.embedding_key`), write the shard file.
+"""
+
+import os
+import socket
+import time
+
+import numpy as np
+
+from .._clip import load_clip
+from .._embedding_cache import content_key
+from .._featurizer import CLIPFeaturizer, embed_items, embedding_key
+from ._format import shard_table, write_shard
+
+
+def worker_name():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_featurizer(params):
+    """A featurizer for a worker: no progress bars, caches or memmaps of the
+    caller's machine; unreadable inputs become error rows.
+    """
+    params = {
+        **params,
+        "progress": False,
+        "cache_dir": None,
+        "memmap_dir": None,
+        "on_error": "nan",
+    }
+    return CLIPFeaturizer(**params)
+
+
+def load_worker(params):
+    """The worker featurizer and its model, loaded here (once per process:
+    ``load_clip`` caches it).
+    """
+    featurizer = worker_featurizer(params)
+    return featurizer, load_clip(
+        featurizer.model, featurizer.pretrained, featurizer.device
+    )
+
+
+def describe_worker(params):
+    """Load the model here and return its cache key."""
+    featurizer, clip = load_worker(params)
+    return {
+        "cache_key": embedding_key(featurizer, clip),
+        "device": str(clip.device),
+        "worker": worker_name(),
+    }
+
+
+def embed_paths(featurizer, paths):
+    """Embed ``paths`` with a worker featurizer.
+
+    Returns ``(embeddings, content hashes, errors)``: float32 rows (NaN
+    where the input failed), the SHA-256 content key of each readable file
+    (the key of the local embedding cache) and the error message per row
+    (``None`` where it succeeded).
+    """
+    hashes = [content_key(path) for path in paths]
+    embeddings, failures = embed_items(featurizer, paths)
+    errors = [None] * len(paths)
+    for row, _, reason in failures:
+        errors[row] = reason
+    # A file rewritten while it was embedded: its embedding may be of either
+    # version, so it is an error row, never filed under the wrong hash.
+    for row, path in enumerate(paths):
+        if errors[row] is None and content_key(path) != hashes[row]:
+            errors[row] = "the file changed while it was being embedded"
+    for row, error in enumerate(errors):
+        if error is not None:
+            embeddings[row] = np.nan
+    return embeddings, hashes, errors
+
+
+def embed_shard(
+    params,
+    paths,
+    shard,
+    first_row,
+    root_url,
+    job,
+    storage_options,
+    pooled=False,
+):
+    """Embed one shard and write its Parquet file; what a worker runs.
+
+    ``job``: the manifest's ``cache_key`` and ``inputs_sha256``, stamped on
+    the file. ``pooled``: this process is one of several workers sharing the node's
+    cores, so on the CPU ``num_workers="auto"`` decodes with threads instead
+    of starting DataLoader processes that would compete with the others.
+    Returns a small summary (rows, errors, seconds, worker). Raises if this
+    worker computes another cache key than the job's (a CPU worker in a GPU
+    job, say), instead of writing embeddings that differ from the others.
+    """
+    started = time.perf_counter()
+    featurizer, clip = load_worker(params)
+    cache_key = job["cache_key"]
+    here = embedding_key(featurizer, clip)
+    if here != cache_key:
+        raise RuntimeError(
+            f"worker {os.getpid()} on {clip.device} computes embeddings with "
+            f"cache key {here[:12]}..., not the job's {cache_key[:12]}... (another "
+            "device kind or precision): every worker of a job must use the same "
+            "device kind; set the featurizer's precision explicitly or place the "
+            "job on one kind of worker."
+        )
+    if pooled and featurizer.num_workers == "auto" and clip.device.type == "cpu":
+        featurizer.set_params(num_workers=0)
+    embeddings, hashes, errors = embed_paths(featurizer, paths)
+    table = shard_table(first_row, paths, hashes, embeddings, errors)
+    write_shard(table, shard, paths, job, root_url, storage_options)
+    return {
+        "shard": shard,
+        "rows": len(paths),
+        "errors": sum(error is not None for error in errors),
+        "seconds": time.perf_counter() - started,
+        "worker": worker_name(),
+    }
