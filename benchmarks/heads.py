@@ -41,8 +41,9 @@ from sklearn_clip import (
 )
 from sklearn_clip._attention_probe import AttentionProbeModule
 from sklearn_clip._base import DEFAULT_LOGIT_SCALE
-from sklearn_clip._bench import load_features, machine
+from sklearn_clip._bench import machine
 from sklearn_clip._clip_adapter import CLIPAdapterModule
+from sklearn_clip._datasets import load_features
 from sklearn_clip._linear_probe import LinearProbeModule
 
 DEFAULT_FEATURES = (

@@ -24,7 +24,7 @@ from sklearn_clip import (
     ZSLinearProbeClassifier,
     few_shot_indices,
 )
-from sklearn_clip._bench import load_features
+from sklearn_clip._datasets import load_features
 
 FEATURES = Path(__file__).resolve().parents[2] / "shared/data/features/clip-vit-b32"
 

@@ -12,12 +12,9 @@ from sklearn.exceptions import InconsistentVersionWarning as _SklearnVersionWarn
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._compat import _check_sample_weight
 from ._text import encode_class_names, logit_scale_of
 from ._validation import check_text_features
 from ._version import __version__
@@ -162,6 +159,19 @@ def encode_labels(y):
     return classes, encoded.reshape(-1)
 
 
+def encode_training_labels(estimator, y):
+    """:func:`encode_labels` for a learner that needs at least two classes;
+    one class raises a ``ValueError`` naming ``estimator``.
+    """
+    classes, encoded = encode_labels(y)
+    if len(classes) < 2:
+        raise ValueError(
+            f"{type(estimator).__name__} needs samples of at least 2 classes; "
+            f"got 1 class: {classes.tolist()}"
+        )
+    return classes, encoded
+
+
 def _check_one_label_kind(y):
     """Refuse object arrays mixing strings and numbers, which cannot be sorted
     (numpy and scikit-learn fail on them with unrelated messages).
@@ -256,67 +266,89 @@ def l2_normalize(X):
 
 
 class ClassifierOutputMixin:
-    """``predict``/``predict_proba``/``decision_function`` from ``_logits``.
+    """``predict``/``predict_proba``/``predict_log_proba``/``decision_function``
+    from one hook.
 
-    Subclasses implement ``_logits(X) -> (n_samples, n_classes)`` on validated
-    input; everything else maps columns back to ``classes_``.
+    Subclasses implement ``_logits(X) -> (n_samples, n_classes)`` on
+    validated embeddings; an estimator whose inputs are not embeddings
+    overrides ``_checked_logits(X, **params)`` instead, and the four methods
+    pass it their keyword arguments (``VisualPromptClassifier``:
+    ``use_prompt``). Everything else maps columns back to ``classes_``.
     """
 
-    def decision_function(self, X):
+    def decision_function(self, X, **params):
         """Class scores (logits); for two classes, the score of ``classes_[1]``.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        **params : dict
+            Options of the estimator's scoring, if it has any
+            (:class:`VisualPromptClassifier`: ``use_prompt``).
 
         Returns
         -------
         scores : ndarray of shape (n_samples, n_classes) or (n_samples,)
         """
-        return decision_from_logits(self._checked_logits(X))
+        return decision_from_logits(self._checked_logits(X, **params))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X, **params):
         """Class probabilities, columns in ``classes_`` order.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        **params : dict
+            Options of the estimator's scoring, if it has any
+            (:class:`VisualPromptClassifier`: ``use_prompt``).
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        return proba_from_logits(self._checked_logits(X))
+        return proba_from_logits(self._checked_logits(X, **params))
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X, **params):
         """Logarithm of :meth:`predict_proba` (``-inf`` where a probability
         underflows to 0, as scikit-learn's classifiers give it).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        **params : dict
+            Options of the estimator's scoring, if it has any
+            (:class:`VisualPromptClassifier`: ``use_prompt``).
 
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        return log_proba_from_logits(self._checked_logits(X))
+        return log_proba_from_logits(self._checked_logits(X, **params))
 
-    def predict(self, X):
+    def predict(self, X, **params):
         """Predicted labels (elements of ``classes_``).
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+        **params : dict
+            Options of the estimator's scoring, if it has any
+            (:class:`VisualPromptClassifier`: ``use_prompt``).
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        logits = self._checked_logits(X)  # checks fitted before classes_ is read
+        # Checks that it is fitted before classes_ is read.
+        logits = self._checked_logits(X, **params)
         return self.classes_[np.argmax(logits, axis=1)]
 
-    def _checked_logits(self, X):
+    def _checked_logits(self, X, **params):
+        if params:
+            raise TypeError(
+                f"{type(self).__name__}'s prediction methods take no options; got "
+                f"{sorted(params)}."
+            )
         check_is_fitted(self)
         X = validate_embeddings(self, X, reset=False)
         return np.asarray(self._logits(X))
@@ -467,13 +499,16 @@ class TextClassesMixin:
             )
         return True
 
-    @available_if(_check_open_vocabulary)
+    # A lambda, so that a subclass's own _check_open_vocabulary is the one
+    # that decides (available_if keeps the function it is given).
+    @available_if(lambda estimator: estimator._check_open_vocabulary())
     def with_classes(self, classes, *, class_names=None, text_features=None):
         """Return a copy of this fitted classifier that predicts over new classes.
 
-        Only for heads whose classifier is built from class text embeddings
-        (open vocabulary): the learned part is class-agnostic, and the new
-        classes get text embeddings from their names (or ``text_features``).
+        Only for classifiers built from class text embeddings (open
+        vocabulary; :class:`CLIPClassifier` when every method it chose is):
+        the learned part is class-agnostic, and the new classes get text
+        embeddings from their names (or ``text_features``).
 
         Parameters
         ----------
@@ -502,10 +537,11 @@ class TextClassesMixin:
         new.text_features_, _ = self._class_text(
             classes, self.text_features_.shape[1], class_names, text_features
         )
-        new._on_classes_changed()
+        new._on_classes_changed(self)
         return new
 
-    def _on_classes_changed(self):
-        """Hook for heads holding state derived from the class set; called on
-        the copy, whose ``classes_`` and ``text_features_`` are already new.
+    def _on_classes_changed(self, previous):
+        """Hook for estimators holding state derived from the class set;
+        called on the copy, whose ``classes_`` and ``text_features_`` are
+        already new (``previous`` is the estimator it was copied from).
         """

@@ -29,6 +29,7 @@ from ._clip_classifier import (
     TEXT_CANDIDATES,
     CLIPClassifier,
 )
+from ._datasets import load_features
 from ._featurizer import CLIPFeaturizer
 from ._images import load_image_folder
 from ._model_selection import few_shot_indices
@@ -141,28 +142,6 @@ def machine():
         f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
         f"{torch.backends.cpu.get_cpu_capability()})"
     )
-
-
-def load_features(path):
-    """Load a features ``.npz`` in the ``../shared/data`` format.
-
-    Returns a dict with float32 ``X_train``, ``X_test`` (and ``X_val`` when
-    present), labels ``y_train``, ``y_test`` (``y_val``), ``text_features``
-    (float32, or None) and ``name``. The one loader of the package, its tests,
-    benchmarks and examples.
-    """
-    path = Path(path)
-    with np.load(path) as data:
-        missing = {"X_train", "y_train", "X_test", "y_test"} - set(data.files)
-        if missing:
-            raise ValueError(f"{path} lacks the arrays {sorted(missing)}")
-        dataset = {key: data[key] for key in data.files if key != "meta"}
-    for key in dataset:
-        if key.startswith("X_") or key == "text_features":
-            dataset[key] = dataset[key].astype(np.float32)
-    dataset.setdefault("text_features", None)
-    dataset["name"] = path.stem
-    return dataset
 
 
 def _read_labels_csv(path):

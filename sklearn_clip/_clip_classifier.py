@@ -2,7 +2,6 @@
 cross-validation on the training samples alone.
 """
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +13,9 @@ from joblib import Parallel, delayed
 from joblib.parallel import get_active_backend
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
-from sklearn.base import ClassifierMixin, _fit_context, clone
+from sklearn.base import ClassifierMixin, clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ._attention_probe import AttentionProbeClassifier
@@ -32,6 +29,7 @@ from ._base import (
     warn_unused_parameters,
 )
 from ._clip_adapter import CLIPAdapterClassifier
+from ._compat import Interval, StrOptions, _fit_context
 from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc
 from ._gda import GDAClassifier
 from ._linear_probe import LinearProbeClassifier
@@ -690,7 +688,7 @@ class CLIPClassifier(
         columns = getattr(self, "_member_columns", None)
         return blend if columns is None else blend[:, columns]
 
-    def _chosen_are_open_vocabulary(self):
+    def _check_open_vocabulary(self):
         check_is_fitted(self)
         if not all(hasattr(est, "with_classes") for est in self.estimators_.values()):
             raise AttributeError(
@@ -700,58 +698,27 @@ class CLIPClassifier(
             )
         return True
 
-    @available_if(_chosen_are_open_vocabulary)
-    def with_classes(self, classes, *, class_names=None, text_features=None):
-        """Return a copy of this fitted classifier that predicts over new classes.
-
-        Only when every chosen method is open-vocabulary (zero-shot,
-        Tip-Adapter, CLIP-Adapter): each gets text embeddings for the new
-        classes; the learned parts and temperatures stay.
-
-        Parameters
-        ----------
-        classes : sequence
-            The new labels; strings are used as class names in prompts.
-        class_names : dict or list, default=None
-            Prompt names for non-string labels, as in the constructor.
-        text_features : array-like of shape (n_classes, n_features), default=None
-            Precomputed text embeddings, rows in sorted-label order.
-
-        Returns
-        -------
-        estimator : CLIPClassifier
-            A fitted copy whose ``classes_`` are the sorted new labels.
-
-        Examples
-        --------
-        >>> wider = clf.with_classes(["cat", "dog", "fox"])  # doctest: +SKIP
-        """
-        classes, _ = encode_labels(np.asarray(classes))
-        text, _ = self._class_text(
-            classes, self.n_features_in_, class_names, text_features
-        )
+    def _on_classes_changed(self, previous):
         # Members were fitted on codes 0 .. n_classes - 1: a class they know
         # keeps its code (Tip-Adapter's cache keys carry it), new ones get new
-        # codes; member columns come in sorted-code order.
-        known = {c: i for i, c in enumerate(self._member_classes().tolist())}
+        # codes; member columns come in sorted-code order. Temperatures stay.
+        known = {c: i for i, c in enumerate(previous._member_classes().tolist())}
         codes, fresh = [], len(known)
-        for label in classes.tolist():
+        for label in self.classes_.tolist():
             if label in known:
                 codes.append(known[label])
             else:
                 codes.append(fresh)
                 fresh += 1
         order = np.argsort(codes)
-        new = copy.copy(self)
-        new.classes_ = classes
-        new.text_features_ = text
-        new._member_labels = classes[order]
-        new._member_columns = np.argsort(order)
-        new.estimators_ = {
-            name: est.with_classes(np.asarray(codes)[order], text_features=text[order])
-            for name, est in self.estimators_.items()
+        self._member_labels = self.classes_[order]
+        self._member_columns = np.argsort(order)
+        self.estimators_ = {
+            name: est.with_classes(
+                np.asarray(codes)[order], text_features=self.text_features_[order]
+            )
+            for name, est in previous.estimators_.items()
         }
-        return new
 
     def _member_classes(self):
         """The labels of the members' columns, in column order."""

@@ -3,19 +3,19 @@
 from numbers import Real
 
 import numpy as np
-from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin
 from sklearn.model_selection import StratifiedKFold
-from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import (
     BaseCLIPEstimator,
     ClassifierOutputMixin,
     TextClassesMixin,
-    encode_labels,
+    encode_training_labels,
     resolve_sample_weight,
     validate_embeddings,
     warn_unused_parameters,
 )
+from ._compat import Interval, StrOptions, _fit_context
 from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
@@ -253,13 +253,8 @@ class GDAClassifier(
         """
         X, y = validate_embeddings(self, X, y, reset=True)
         X = np.asarray(X, dtype=np.float64)
-        self.classes_, y_encoded = encode_labels(y)
+        self.classes_, y_encoded = encode_training_labels(self, y)
         n_classes = len(self.classes_)
-        if n_classes < 2:
-            raise ValueError(
-                f"GDAClassifier needs samples of at least 2 classes; got 1 class: "
-                f"{self.classes_.tolist()}"
-            )
         weights = resolve_sample_weight(X, y, sample_weight, class_weight=None)
         self.means_, self.coef_, self.intercept_ = shrunk_discriminant(
             X, y_encoded, n_classes, self.shrinkage, weights

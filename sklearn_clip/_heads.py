@@ -4,7 +4,7 @@ seeding, the skorch net, and, for heads that use class text, the text.
 
 import numpy as np
 import torch
-from sklearn.base import ClassifierMixin, _fit_context
+from sklearn.base import ClassifierMixin
 from skorch.callbacks import EarlyStopping
 from skorch.dataset import ValidSplit
 
@@ -13,10 +13,12 @@ from ._base import (
     ClassifierOutputMixin,
     TextClassesMixin,
     encode_labels,
+    encode_training_labels,
     resolve_sample_weight,
     validate_embeddings,
     warn_unused_parameters,
 )
+from ._compat import _fit_context
 from ._torch_utils import (
     draw_seed,
     head_threads,
@@ -94,12 +96,7 @@ class EmbeddingHeadClassifier(
         if self._continuing():
             y_encoded = self._encode_known(y)
         else:
-            self.classes_, y_encoded = encode_labels(y)
-            if len(self.classes_) < 2:
-                raise ValueError(
-                    f"{type(self).__name__} needs samples of at least 2 classes; "
-                    f"got 1 class: {self.classes_.tolist()}"
-                )
+            self.classes_, y_encoded = encode_training_labels(self, y)
             self._check_training_parameters(y_encoded)
         weights = self._sample_weights(X, y, sample_weight)
         if not self._continuing():

@@ -9,8 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.base import ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import ClassifierMixin
 from sklearn.utils.validation import (
     check_consistent_length,
     check_is_fitted,
@@ -25,14 +24,13 @@ from tqdm.auto import tqdm
 
 from ._base import (
     BaseCLIPEstimator,
+    ClassifierOutputMixin,
     TextClassesMixin,
-    decision_from_logits,
-    encode_labels,
-    log_proba_from_logits,
-    proba_from_logits,
+    encode_training_labels,
     resolve_sample_weight,
 )
 from ._clip import embedding_dim, load_clip
+from ._compat import Interval, StrOptions, _fit_context
 from ._images import (
     ImageLoadError,
     check_image_inputs,
@@ -216,7 +214,11 @@ class DecodeEveryEpoch(torch.utils.data.Dataset):
 
 
 class VisualPromptClassifier(
-    NetAsArraysMixin, TextClassesMixin, ClassifierMixin, BaseCLIPEstimator
+    NetAsArraysMixin,
+    TextClassesMixin,
+    ClassifierOutputMixin,
+    ClassifierMixin,
+    BaseCLIPEstimator,
 ):
     """Classify images with CLIP after adding a learned visual prompt.
 
@@ -227,6 +229,11 @@ class VisualPromptClassifier(
     the prompt is trained (through skorch); CLIP's weights never change and
     are not part of the fitted estimator: they are loaded by name from the
     process-wide cache whenever they are needed, also after unpickling.
+
+    The prediction methods (``predict``, ``predict_proba``,
+    ``predict_log_proba``, ``decision_function``) take images and the
+    keyword ``use_prompt=True``; ``use_prompt=False`` gives plain zero-shot
+    CLIP on the same images, for comparison.
 
     Parameters
     ----------
@@ -425,12 +432,7 @@ class VisualPromptClassifier(
             )
         y = column_or_1d(y, warn=True)
         check_consistent_length(items, y)
-        self.classes_, y_encoded = encode_labels(y)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes; got 1 "
-                f"class: {self.classes_.tolist()}"
-            )
+        self.classes_, y_encoded = encode_training_labels(self, y)
         clip = load_clip(self.model, self.pretrained, self.device)
         self._check_prompt_fits(clip.image_size)
         self.text_features_, self.logit_scale_ = self._class_text(
@@ -564,7 +566,7 @@ class VisualPromptClassifier(
         check_is_fitted(self, "net_")
         return self.net_.module_.full_prompt().detach().cpu().numpy()
 
-    def _image_logits(self, X, use_prompt):
+    def _checked_logits(self, X, *, use_prompt=True):
         check_is_fitted(self)
         items = check_image_inputs(X)
         clip = load_clip(self.model, self.pretrained, self.device)
@@ -591,68 +593,6 @@ class VisualPromptClassifier(
                 )
                 logits[indices] = batch_logits.float().cpu().numpy()
         return logits
-
-    def decision_function(self, X, *, use_prompt=True):
-        """CLIP logits of the prompted images (unprompted with ``use_prompt=False``).
-
-        Parameters
-        ----------
-        X : sequence of paths, PIL images or uint8 arrays
-        use_prompt : bool, default=True
-            False gives plain zero-shot CLIP logits, for comparison.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples, n_classes) or (n_samples,)
-            For two classes, the score of ``classes_[1]``.
-        """
-        return decision_from_logits(self._image_logits(X, use_prompt))
-
-    def predict_proba(self, X, *, use_prompt=True):
-        """Class probabilities, columns in ``classes_`` order.
-
-        Parameters
-        ----------
-        X : sequence of paths, PIL images or uint8 arrays
-        use_prompt : bool, default=True
-            False gives plain zero-shot CLIP probabilities, for comparison.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        return proba_from_logits(self._image_logits(X, use_prompt))
-
-    def predict_log_proba(self, X, *, use_prompt=True):
-        """Logarithm of :meth:`predict_proba`.
-
-        Parameters
-        ----------
-        X : sequence of paths, PIL images or uint8 arrays
-        use_prompt : bool, default=True
-            False gives plain zero-shot CLIP, for comparison.
-
-        Returns
-        -------
-        log_proba : ndarray of shape (n_samples, n_classes)
-        """
-        return log_proba_from_logits(self._image_logits(X, use_prompt))
-
-    def predict(self, X, *, use_prompt=True):
-        """Predicted labels (elements of ``classes_``).
-
-        Parameters
-        ----------
-        X : sequence of paths, PIL images or uint8 arrays
-        use_prompt : bool, default=True
-            False predicts with plain zero-shot CLIP, for comparison.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-        """
-        logits = self._image_logits(X, use_prompt)
-        return self.classes_[np.argmax(logits, axis=1)]
 
     def save_prompt_image(self, path):
         """Save the learned prompt as a PNG to look at.
@@ -685,7 +625,7 @@ class VisualPromptClassifier(
         net.module_.eval()
         return net
 
-    def _on_classes_changed(self):
+    def _on_classes_changed(self, previous):
         # The prompt is class-agnostic: only the class rows of the logits change.
         module = self.net_.module_
         module.text = torch.as_tensor(

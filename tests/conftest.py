@@ -35,6 +35,15 @@ def hashed_class_text(classes, n_features):
     return text / np.linalg.norm(text, axis=1, keepdims=True)
 
 
+def blobs(n_samples, n_classes=3, n_features=16, seed=0):
+    """Well-separated Gaussian blobs: ``(X float32, y)``, labels 0, 1, 2, ..."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n_samples) % n_classes
+    centres = rng.normal(size=(n_classes, n_features))
+    X = centres[y] + 0.3 * rng.normal(size=(n_samples, n_features))
+    return X.astype(np.float32), y
+
+
 def _require(path):
     if not path.exists():
         message = (
@@ -51,7 +60,9 @@ def pytest_collection_modifyitems(items):
     # needs_data: every test that reads ../shared/data (deselect with
     # -m "not needs_data" on a machine without it).
     for item in items:
-        if {"load_features", "photo_set"} & set(getattr(item, "fixturenames", ())):
+        if {"load_features", "photo_set", "cars_data"} & set(
+            getattr(item, "fixturenames", ())
+        ):
             item.add_marker(pytest.mark.needs_data)
 
 
@@ -59,12 +70,18 @@ def pytest_collection_modifyitems(items):
 def load_features():
     """Load a real CLIP features set from ../shared/data as float32 arrays."""
 
-    from sklearn_clip._bench import load_features
+    from sklearn_clip._datasets import load_features
 
     def load(name):
         return load_features(_require(FEATURES / f"{name}.npz"))
 
     return load
+
+
+@pytest.fixture(scope="session")
+def cars_data(load_features):
+    """The real stanford_cars features, as load_features returns them."""
+    return load_features("stanford_cars")
 
 
 @pytest.fixture(scope="session")

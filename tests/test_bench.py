@@ -6,6 +6,7 @@ import numpy as np
 from sklearn_clip import CLIPModelMismatchWarning
 from sklearn_clip import _bench as bench
 from sklearn_clip._cli import main
+from sklearn_clip._datasets import load_features
 
 from .conftest import FEATURES, _require
 
@@ -28,7 +29,7 @@ def test_bench_prints_table_and_writes_json_and_plot(tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    data = bench.load_features(path)
+    data = load_features(path)
     zero_shot = 100 * np.mean(
         (data["X_test"] @ data["text_features"].T).argmax(axis=1) == data["y_test"]
     )

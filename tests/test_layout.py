@@ -1,80 +1,121 @@
-"""The package's layout: estimator modules import only shared modules."""
+"""The package's layout, checked against its one description
+(``sklearn_clip._layers``): every module in a layer, imports only from the
+layers it may use, and no private name of one room used by another outside
+the declared contracts."""
 
 import ast
 from pathlib import Path
 
+from sklearn_clip._layers import CONTRACTS, LAYERS, MAY_IMPORT, layer_of
+
 PACKAGE = Path(__file__).resolve().parents[1] / "sklearn_clip"
 
-#: One module per estimator (or family of one estimator).
-ESTIMATOR_MODULES = {
-    "_attention_probe",
-    "_clip_adapter",
-    "_featurizer",
-    "_gda",
-    "_linear_probe",
-    "_tip_adapter",
-    "_visual_prompt",
-    "_zero_shot",
-    "_zero_shot_logits",
-    "_zs_linear_probe",
-}
-#: Built on the estimators (they import estimator modules; nothing below
-#: them may import these).
-COMPOSITE_MODULES = {
-    "_bench",
-    "_clip_classifier",
-    # the estimator list (all_estimators) and what is derived from it
-    "_discovery",
-    "_persistence",
-    # sklearn_clip.distributed and what it re-exports (built on CLIPFeaturizer)
-    "_embed_to_parquet",
-    "_embedding_store",
-    "_parquet_shards",
-    "_ray_data",
-    "distributed",
-}
 
-
-def package_imports(module):
-    """Names of the package modules that ``module`` imports."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found.update(alias.name for alias in node.names)
+def modules():
+    """``{module name: syntax tree}``; ``distributed._store`` and the like
+    for the subpackage."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(
+            parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts
+        )
+        found[name] = ast.parse(path.read_text())
     return found
 
 
-def test_estimator_modules_import_only_shared_modules():
-    for module in sorted(ESTIMATOR_MODULES):
-        crossing = package_imports(module) & (ESTIMATOR_MODULES | COMPOSITE_MODULES)
-        assert not crossing, f"{module} imports the estimator modules {crossing}"
+def room(module):
+    return module.split(".")[0]
 
 
-def test_every_module_is_classified():
-    shared = {
-        "__init__",
-        "__main__",
-        "_base",
-        "_cli",
-        "_clip",
-        "_compat",
-        "_docstrings",
-        "_embedding_cache",
-        "_heads",
-        "_images",
-        "_model_selection",
-        "_pipeline",
-        "_text",
-        "_torch_utils",
-        "_training",
-        "_validation",
-        "_version",
-        "_warnings",
-    }
-    modules = {path.stem for path in PACKAGE.glob("*.py")}
-    known = shared | ESTIMATOR_MODULES | COMPOSITE_MODULES
-    assert modules == known, modules ^ known
+def package_imports(module, tree):
+    """``(imported module, imported name)`` of every relative import."""
+    package = ["distributed"] if room(module) == "distributed" else []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            for alias in node.names:
+                parts = (node.module or alias.name).split(".")
+                found.append((".".join(base + parts), alias.name))
+    return found
+
+
+def test_every_module_is_in_one_layer():
+    rooms = {room(module) for module in modules()}
+    listed = [m for layer in LAYERS.values() for m in layer]
+    assert sorted(listed) == sorted(set(listed)), "a module is in two layers"
+    assert rooms == set(listed), rooms ^ set(listed)
+
+
+def test_imports_follow_the_layers():
+    crossing = []
+    for module, tree in modules().items():
+        layer = layer_of(module)
+        for target, _ in package_imports(module, tree):
+            if room(target) == room(module):
+                continue
+            if layer_of(target) not in MAY_IMPORT[layer]:
+                crossing.append(f"{module} ({layer}) imports {target}")
+    assert not crossing, crossing
+
+
+def test_no_estimator_module_imports_another():
+    estimators = set(LAYERS["estimators"])
+    for module, tree in modules().items():
+        if room(module) in estimators:
+            imported = {room(t) for t, _ in package_imports(module, tree)}
+            assert not (imported & estimators) - {room(module)}, module
+
+
+def _private_names(tree):
+    """Private names a module defines: top-level ones, methods and attributes."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_rooms_use_each_others_private_names_only_through_the_contracts():
+    trees = modules()
+    defined = {}
+    for module, tree in trees.items():
+        defined.setdefault(room(module), set()).update(_private_names(tree))
+    allowed = {name for names in CONTRACTS.values() for name in names}
+    all_modules = {m for layer in LAYERS.values() for m in layer}
+    violations = []
+    for module, tree in trees.items():
+        own = defined[room(module)]
+        others = set().union(*(v for r, v in defined.items() if r != room(module)))
+        for target, name in package_imports(module, tree):
+            private = name.startswith("_") and not name.startswith("__")
+            if private and room(target) != room(module) and name not in allowed:
+                if name not in all_modules:  # "from . import _bench": a module
+                    violations.append(f"{module} imports {name} from {target}")
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or node.attr.startswith("__"):
+                continue
+            value = node.value
+            if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+                continue
+            if (
+                node.attr.startswith("_")
+                and node.attr in others
+                and node.attr not in own
+                and node.attr not in allowed
+            ):
+                violations.append(f"{module}:{node.lineno} uses .{node.attr}")
+    assert not violations, violations
+
+
+def test_the_contracts_name_what_their_rooms_define():
+    trees = modules()
+    for module, names in CONTRACTS.items():
+        assert set(names) <= _private_names(trees[module]) | set(
+            getattr(__import__(f"sklearn_clip.{module}", fromlist=["_"]), "__all__", ())
+        ), module

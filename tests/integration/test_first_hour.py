@@ -22,7 +22,7 @@ from sklearn_clip import (
     load_image_folder,
 )
 
-from .conftest import TINY
+from ..conftest import TINY
 
 ESTIMATORS = [cls for _, cls in all_estimators()]
 

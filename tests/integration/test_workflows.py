@@ -29,7 +29,7 @@ from sklearn_clip import (
     make_clip_pipeline,
 )
 
-from .conftest import TINY
+from ..conftest import TINY
 
 # (head, a two-value grid over one of its parameters)
 HEADS = {
