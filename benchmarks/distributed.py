@@ -21,6 +21,7 @@ throughput with and without them, interleaved.
 
     python benchmarks/distributed.py                      # CPU, ~6 min
     python benchmarks/distributed.py --checksums-only     # seconds
+    python benchmarks/distributed.py --store-shards 20000 # a large store, ~1 min
     python benchmarks/distributed.py --device cuda --model ViT-L-14 --repeats 1
 """
 
@@ -179,6 +180,66 @@ def checksum_table(rows=4096, dim=512, shards=8, repeats=5):
     ]
 
 
+def store_table(n_shards=20_000, repeats=3):
+    """``EmbeddingStore.missing_shards()`` on a synthetic store of
+    ``n_shards`` one-row shards: the first call (one listing, every footer
+    read) and later calls (one listing, nothing read), median of ``repeats``.
+    """
+    import numpy as np
+
+    from sklearn_clip.distributed import EmbeddingStore
+    from sklearn_clip.distributed._format import shard_table, write_shard
+
+    dim = 4
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "store"
+        paths = [f"/data/{i:06d}.jpg" for i in range(n_shards)]
+        digest = "0" * 64
+        manifest = {
+            "format": 1,
+            "featurizer": {},
+            "embedding_dim": dim,
+            "shard_size": 1,
+            "n_inputs": n_shards,
+            "inputs_sha256": digest,
+            "cache_key": "synthetic",
+        }
+        write_manifest_(root, manifest)
+        job = {"cache_key": "synthetic", "inputs_sha256": digest}
+        start = time.perf_counter()
+        for i, path in enumerate(paths):
+            table = shard_table(
+                i, [path], [digest], np.zeros((1, dim), np.float32), [None]
+            )
+            write_shard(table, i, [path], job, str(root))
+        written = time.perf_counter() - start
+        first, later = [], []
+        for _ in range(repeats):
+            store = EmbeddingStore(root)
+            start = time.perf_counter()
+            assert store.missing_shards() == []
+            first.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            assert store.missing_shards() == []
+            later.append(time.perf_counter() - start)
+    return [
+        f"\n### EmbeddingStore.missing_shards() on {n_shards:,} one-row shards "
+        f"on local disk ({machine_name()}; written in {written:.0f} s), median of "
+        f"{repeats}\n",
+        "| call | seconds |",
+        "|---|---|",
+        f"| first (listing + every footer) | {statistics.median(first):.2f} |",
+        f"| later (listing only) | {statistics.median(later):.3f} |",
+    ]
+
+
+def write_manifest_(root, manifest):
+    from sklearn_clip.distributed._format import output_location, write_manifest
+
+    fs, path = output_location(str(root))
+    write_manifest(fs, path, manifest)
+
+
 def machine_name():
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
@@ -197,7 +258,17 @@ def main():
         action="store_true",
         help="only the cost of the shards' page checksums (seconds)",
     )
+    parser.add_argument(
+        "--store-shards",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only EmbeddingStore.missing_shards() on a synthetic store of N shards",
+    )
     args = parser.parse_args()
+    if args.store_shards:
+        print("\n".join(store_table(args.store_shards)), flush=True)
+        return
     print("\n".join(checksum_table()), flush=True)
     if args.checksums_only:
         return

@@ -25,6 +25,7 @@ _EXPORTS = {
     "CLIPFeaturizer": "_featurizer",
     "all_estimators": "_discovery",
     "GDAClassifier": "_gda",
+    "ImageBytes": "_images",
     "ImageLoadError": "_images",
     "load_image": "_images",
     "load_image_folder": "_images",

@@ -50,6 +50,19 @@ def non_negative_int(text):
     return value
 
 
+def json_object(text):
+    """A JSON object (an argparse type)."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object {...}")
+    return value
+
+
 def fraction(text):
     """A number strictly between 0 and 1 (an argparse type)."""
     try:
@@ -155,8 +168,9 @@ def build_parser():
         nargs="+",
         metavar="INPUT",
         help="image folder (searched recursively), image file, CSV with a 'path' "
-        "column, or text file with one path per line (relative paths are relative "
-        "to the list's folder)",
+        "column, or text file with one path or URL per line (relative paths are "
+        "relative to the list's folder; URLs such as s3://bucket/a.jpg are read "
+        "through fsspec)",
     )
     embed.add_argument("-o", "--output", required=True, help="output folder or URL")
     embed.add_argument(
@@ -209,6 +223,15 @@ def build_parser():
         default=64,
         help="images per forward pass (default: 64)",
     )
+    embed.add_argument(
+        "--storage-options",
+        type=json_object,
+        default=None,
+        metavar="JSON",
+        help="fsspec options for URL inputs and the output, as a JSON object, e.g. "
+        '\'{"client_kwargs": {"endpoint_url": "http://minio:9000"}}\' (default: the '
+        "filesystems' own, from the environment)",
+    )
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -251,6 +274,7 @@ def _embed(args):
         device=args.device,
         precision=args.precision,
         batch_size=args.batch_size,
+        storage_options=args.storage_options,
     )
     store = embed_to_parquet(
         featurizer,
@@ -260,6 +284,7 @@ def _embed(args):
         shard_size=args.shard_size,
         n_workers=args.workers,
         address=args.address,
+        storage_options=args.storage_options,
         progress=not args.no_progress and "auto",
     )
     n_errors = len(store.errors())

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ._images import ImageBytes, RemoteFile
 from ._warnings import warn
 
 # Each row carries a checksum of (namespace, content, vector): a vector
@@ -48,7 +49,10 @@ def content_key(item):
     """
     digest = hashlib.sha256()
     try:
-        if isinstance(item, (str, os.PathLike)):
+        if isinstance(item, (ImageBytes, RemoteFile)):  # a file's bytes: its key
+            digest.update(b"file:")
+            digest.update(item.data if isinstance(item, ImageBytes) else item.read())
+        elif isinstance(item, (str, os.PathLike)):
             digest.update(b"file:")
             with open(item, "rb") as handle:
                 while chunk := handle.read(_FILE_CHUNK):

@@ -20,8 +20,10 @@ from ._embedding_cache import (
 )
 from ._images import (
     ImageLoadError,
+    RemoteFile,
     check_image_inputs,
     describe,
+    is_url,
     iter_decoded,
     worker_processes_allowed,
 )
@@ -92,6 +94,10 @@ class CLIPFeaturizer(
         Write the embeddings of each ``transform`` call to a new
         memory-mapped ``.npy`` file in this directory and return it (for
         inputs whose embeddings do not fit in memory).
+    storage_options : dict or None, default=None
+        fsspec options (credentials, endpoint) for inputs given as URLs
+        (``s3://``, ``gs://``, ``az://``, ``https://``, ...); None uses the
+        filesystem's defaults (environment variables, config files).
 
     Attributes
     ----------
@@ -104,11 +110,12 @@ class CLIPFeaturizer(
 
     Notes
     -----
-    X may mix file paths (``str`` or :class:`pathlib.Path`), PIL images and
-    uint8 arrays of shape ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or
-    ``(H, W, 4)``. Images are converted to RGB (greyscale, palette, 16-bit,
-    CMYK; transparency is composited on white) and EXIF orientation is
-    applied. Inputs that cannot be read raise one :class:`ImageLoadError`
+    X may mix file paths (``str`` or :class:`pathlib.Path`), URLs read through
+    fsspec (in the decoding threads), :class:`ImageBytes` (an encoded file's
+    bytes), PIL images and uint8 arrays of shape ``(H, W)``, ``(H, W, 1)``,
+    ``(H, W, 3)`` or ``(H, W, 4)``. Images are converted to RGB (greyscale,
+    palette, 16-bit, CMYK; transparency is composited on white) and EXIF
+    orientation is applied. Inputs that cannot be read raise one :class:`ImageLoadError`
     (a ``ValueError``) listing every bad item. Rows are never dropped: a
     transformer inside a Pipeline cannot remove samples, because ``y`` is
     not passed through ``transform`` and would no longer line up with X.
@@ -153,6 +160,7 @@ class CLIPFeaturizer(
         "on_error": [StrOptions({"raise", "nan"})],
         "quantize": ["boolean"],
         "memmap_dir": [str, os.PathLike, None],
+        "storage_options": [dict, None],
     }
 
     def __init__(
@@ -170,6 +178,7 @@ class CLIPFeaturizer(
         on_error="raise",
         quantize=False,
         memmap_dir=None,
+        storage_options=None,
     ):
         self.model = model
         self.pretrained = pretrained
@@ -183,6 +192,7 @@ class CLIPFeaturizer(
         self.on_error = on_error
         self.quantize = quantize
         self.memmap_dir = memmap_dir
+        self.storage_options = storage_options
 
     def fit(self, X=None, y=None):
         """Record the embedding width; the featurizer learns nothing.
@@ -214,7 +224,10 @@ class CLIPFeaturizer(
         embeddings : ndarray of shape (n_samples, embedding_dim), float32
         """
         self._validate_params()
-        items = check_image_inputs(X)
+        items = [
+            RemoteFile(item, self.storage_options) if is_url(item) else item
+            for item in check_image_inputs(X)
+        ]
         embeddings, failures = embed_items(self, items)
         if failures:
             error = ImageLoadError(failures, len(items))

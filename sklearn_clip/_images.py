@@ -1,10 +1,13 @@
 """Image inputs: validating X, decoding to RGB, and listing image folders."""
 
+import io
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +100,12 @@ def _non_empty(items):
 
 def describe(item):
     """A short, readable name for an input item in error messages."""
+    if isinstance(item, ImageBytes):
+        return repr(item.name)
+    if isinstance(item, RemoteFile):
+        return repr(item.url)
+    if isinstance(item, FailedRead):
+        return repr(item.name)
     if isinstance(item, (str, os.PathLike)):
         return repr(os.fspath(item))
     if isinstance(item, Image.Image):
@@ -170,6 +179,127 @@ def _check_pixel_limit(size):
         )
 
 
+@dataclass(frozen=True)
+class ImageBytes:
+    """The bytes of an encoded image file (JPEG, PNG, WebP, ...), as read
+    from an object store, a tar archive or a dataset column.
+
+    Decoded exactly as the same file on disk would be (and cached under the
+    same content key), so embeddings of the bytes equal those of the file.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file.
+    name : str, default="image bytes"
+        Where the bytes come from, for error messages (a URL, a tar member).
+
+    Examples
+    --------
+    >>> from sklearn_clip import ImageBytes
+    >>> item = ImageBytes(open(path, "rb").read(), name=path)  # doctest: +SKIP
+    """
+
+    data: bytes
+    name: str = "image bytes"
+
+    def __repr__(self):
+        return f"ImageBytes({self.name!r}, {len(self.data)} bytes)"
+
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def is_url(item):
+    """Whether ``item`` is a URL string (``s3://``, ``gs://``, ``https://``,
+    ``file://``, ...), read through fsspec.
+    """
+    return isinstance(item, str) and bool(_URL.match(item))
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """An image file at a URL, read through fsspec when it is decoded (in
+    the decoding threads, so that reads overlap the model).
+    """
+
+    url: str
+    storage_options: dict | None = None
+
+    def read(self):
+        try:
+            import fsspec
+        except ImportError as exc:  # pragma: no cover - open_clip needs it
+            raise ImportError(
+                f"reading {self.url} needs fsspec (pip install fsspec)"
+            ) from exc
+        with fsspec.open(self.url, "rb", **(self.storage_options or {})) as handle:
+            return handle.read()
+
+
+@dataclass(frozen=True)
+class FailedRead:
+    """An input whose bytes could not be read; decoding it raises ``error``
+    (so that it is reported like any unreadable input, in its place).
+    """
+
+    name: str
+    error: BaseException
+
+
+def read_encoded(item, storage_options=None):
+    """Read a file path or URL once: its bytes as :class:`ImageBytes` (named
+    by the path or URL), or a :class:`FailedRead` carrying the error that
+    decoding the path would raise.
+    """
+    name = os.fspath(item)
+    try:
+        if is_url(name):
+            data = RemoteFile(name, storage_options).read()
+        else:
+            path = Path(name)
+            if not path.exists():
+                raise FileNotFoundError("file does not exist")
+            if path.is_dir():
+                raise IsADirectoryError("is a directory, not an image file")
+            try:
+                data = path.read_bytes()
+            except PermissionError:
+                raise PermissionError(
+                    "permission denied: this process may not read the file"
+                ) from None
+        if not data:
+            raise ValueError("file is empty")
+    except Exception as exc:  # noqa: BLE001 - reported in the input's place
+        return FailedRead(name, exc)
+    return ImageBytes(data, name=name)
+
+
+def _decode_encoded(source):
+    """Decode a file or file-like object holding an encoded image."""
+    try:
+        opened = Image.open(source)
+        with opened:
+            # Pillow only warns between 1x and 2x its pixel limit; an image
+            # that large is refused, not decoded. Checked here, not with
+            # warning filters, which are process-wide and not thread-safe
+            # (decoding runs in threads).
+            _check_pixel_limit(opened.size)
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            if image is opened:
+                image = opened.copy()
+    except UnidentifiedImageError:
+        raise ValueError("not an image file Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image too large (decompression bomb): {exc}") from None
+    except PermissionError:
+        raise
+    except OSError as exc:
+        raise ValueError(f"corrupt or truncated image: {exc}") from None
+    return image
+
+
 def load_image(item):
     """Decode one input (path, PIL image or uint8 array) to an RGB PIL image.
 
@@ -187,7 +317,15 @@ def load_image(item):
     PIL.Image.Image
         The image in RGB mode (transparent pixels on white).
     """
-    if isinstance(item, (str, os.PathLike)):
+    if isinstance(item, FailedRead):
+        raise item.error
+    if isinstance(item, RemoteFile):
+        item = ImageBytes(item.read(), name=item.url)
+    if isinstance(item, ImageBytes):
+        if not item.data:
+            raise ValueError("file is empty")
+        image = _decode_encoded(io.BytesIO(item.data))
+    elif isinstance(item, (str, os.PathLike)):
         path = Path(item)
         if not path.exists():
             raise FileNotFoundError("file does not exist")
@@ -196,27 +334,11 @@ def load_image(item):
         if path.stat().st_size == 0:
             raise ValueError("file is empty")
         try:
-            opened = Image.open(path)
-            with opened:
-                # Pillow only warns between 1x and 2x its pixel limit; an
-                # image that large is refused, not decoded. Checked here, not
-                # with warning filters, which are process-wide and not
-                # thread-safe (decoding runs in threads).
-                _check_pixel_limit(opened.size)
-                opened.load()
-                image = ImageOps.exif_transpose(opened)
-                if image is opened:
-                    image = opened.copy()
-        except UnidentifiedImageError:
-            raise ValueError("not an image file Pillow can read") from None
-        except Image.DecompressionBombError as exc:
-            raise ValueError(f"image too large (decompression bomb): {exc}") from None
+            image = _decode_encoded(path)
         except PermissionError:
             raise PermissionError(
                 "permission denied: this process may not read the file"
             ) from None
-        except OSError as exc:
-            raise ValueError(f"corrupt or truncated image: {exc}") from None
     elif isinstance(item, Image.Image):
         try:
             item.load()
@@ -231,7 +353,8 @@ def load_image(item):
         image = _array_to_image(item)
     else:
         raise TypeError(
-            "unsupported input type; expected a file path, PIL image or uint8 array"
+            "unsupported input type; expected a file path, ImageBytes, PIL image "
+            "or uint8 array"
         )
     if image.width == 0 or image.height == 0:
         raise ValueError(f"image has zero size {image.size}")

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._clip import embedding_dim
 from .._featurizer import embedding_parameters
+from .._images import is_url
 from .._version import __version__
 
 FORMAT = 1
@@ -130,18 +131,13 @@ def check_path_inputs(inputs):
         if not isinstance(item, (str, os.PathLike)):
             raise ValueError(
                 f"inputs[{i}] is a {type(item).__name__}; a distributed job takes "
-                "image file paths only (workers read the files themselves). Embed "
+                "image file paths or URLs (workers read the files themselves). Embed "
                 "in-memory images with CLIPFeaturizer.transform."
             )
         path = os.fspath(item)
-        if "://" in path:
-            raise ValueError(
-                f"inputs[{i}] is a URL ({path!r}); workers read the images from a "
-                "file system they mount (NFS, or a bucket mounted with s3fs/gcsfuse). "
-                "Only output_dir may be an object-store URL."
-            )
-        # Workers may run in another folder: relative paths are made absolute.
-        paths.append(os.path.abspath(path))
+        # URLs are read through fsspec with the featurizer's storage_options;
+        # workers may run in another folder: relative paths are made absolute.
+        paths.append(path if is_url(path) else os.path.abspath(path))
     return paths
 
 
@@ -256,20 +252,28 @@ def shard_bounds(shard, shard_size, n_inputs):
 
 
 def shard_files(fs, root):
-    """``{shard: file name}`` of the part files in the store's folder."""
+    """``{shard: (file name, version)}`` of the part files in the store's
+    folder, from one listing; the version (size and modification time, or
+    the object's ETag) changes whenever the file is rewritten.
+    """
     try:
-        names = fs.ls(root, detail=False)
+        entries = fs.ls(root, detail=True)
     except FileNotFoundError:
         return {}
     found = {}
-    for name in names:
-        match = _PART_PATTERN.search(name)
+    for entry in entries:
+        match = _PART_PATTERN.search(entry["name"])
         if match:
-            found[int(match.group(1))] = name
+            version = tuple(
+                str(entry.get(key))
+                for key in ("size", "mtime", "ino", "ETag", "LastModified", "etag")
+                if key in entry
+            )
+            found[int(match.group(1))] = (entry["name"], version)
     return found
 
 
-def finished_shards(fs, root, manifest, *, paths=None, verify_data=False):
+def finished_shards(fs, root, manifest, *, paths=None, verify_data=False, checked=None):
     """Shards whose file is complete and belongs to this job.
 
     A file that is unreadable, has the wrong row count, was written for
@@ -278,10 +282,18 @@ def finished_shards(fs, root, manifest, *, paths=None, verify_data=False):
     is, with ``verify_data``, a file with a data page that fails its checksum
     (every page is read). Returns ``(done, problems)``: the finished shard
     indices and ``{file name: why not}`` of the others.
+
+    ``checked``, a dict kept by the caller, remembers each file's verdict
+    by its version: a later call lists the folder once and reads only the
+    footers of files added or rewritten since.
     """
+    checked = {} if checked is None else checked
     done, problems = set(), {}
-    for shard, name in shard_files(fs, root).items():
-        problem = shard_problem(fs, name, shard, manifest, paths, verify_data)
+    for shard, (name, version) in shard_files(fs, root).items():
+        if checked.get(name, (None,))[0] != version:
+            problem = shard_problem(fs, name, shard, manifest, paths, verify_data)
+            checked[name] = (version, problem)
+        problem = checked[name][1]
         if problem is None:
             done.add(shard)
         else:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from .._base import warn_unused_parameters
-from ._worker import embed_paths, load_worker
+from ._worker import embed_inputs, load_worker
 
 
 class CLIPBatchEmbedder:
@@ -64,7 +64,7 @@ class CLIPBatchEmbedder:
                 f"{sorted(batch)}); set input_column=..."
             )
         paths = [str(path) for path in batch[self.input_column]]
-        embeddings, hashes, errors = embed_paths(self._featurizer, paths)
+        embeddings, hashes, errors = embed_inputs(self._featurizer, paths)
         return {
             **batch,
             "content_sha256": np.array(hashes, dtype=object),

@@ -81,6 +81,10 @@ class EmbeddingStore:
         self.n_inputs = int(manifest["n_inputs"])
         self.embedding_dim = int(manifest["embedding_dim"])
         self.n_shards = shard_count(self.n_inputs, int(manifest["shard_size"]))
+        # File name -> (version, problem or None): footers are read once per
+        # file version, not on every call (a store of tens of thousands of
+        # shards answers from one listing).
+        self._checked = {}
 
     def __repr__(self):
         return (
@@ -105,7 +109,9 @@ class EmbeddingStore:
         """``(missing shard indices, {file name: why not usable})``; the
         footers are checked here, the data pages when a shard is read.
         """
-        done, problems = finished_shards(self._fs, self._root, self.manifest)
+        done, problems = finished_shards(
+            self._fs, self._root, self.manifest, checked=self._checked
+        )
         return [s for s in range(self.n_shards) if s not in done], problems
 
     @property

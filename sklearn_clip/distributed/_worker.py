@@ -7,12 +7,14 @@ contract: :func:`~sklearn_clip._featurizer.embed_items` and
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .._clip import load_clip
 from .._embedding_cache import content_key
 from .._featurizer import CLIPFeaturizer, embed_items, embedding_key
+from .._images import read_encoded
 from ._format import shard_table, write_shard
 
 
@@ -54,27 +56,53 @@ def describe_worker(params):
     }
 
 
-def embed_paths(featurizer, paths):
-    """Embed ``paths`` with a worker featurizer.
+#: Batches read ahead of the model: a shard's inputs are read in windows
+#: of this many batches, the next window while the model embeds this one.
+READ_AHEAD_BATCHES = 4
+#: Reads at once: remote stores answer slowly but in parallel.
+READ_THREADS = 16
+
+
+def embed_inputs(featurizer, inputs):
+    """Embed file paths or URLs with a worker featurizer, reading each input
+    once: its bytes are hashed and decoded from the same read.
+
+    Inputs are read in windows of :data:`READ_AHEAD_BATCHES` batches by
+    :data:`READ_THREADS` threads, the next window while the model embeds
+    this one, so remote latency hides behind the model and memory holds two
+    windows, whatever the shard's size. Windows are whole batches, so the
+    embeddings are those of one ``transform`` call over the inputs.
 
     Returns ``(embeddings, content hashes, errors)``: float32 rows (NaN
-    where the input failed), the SHA-256 content key of each readable file
+    where the input failed), the SHA-256 content key of each readable input
     (the key of the local embedding cache) and the error message per row
     (``None`` where it succeeded).
     """
-    hashes = [content_key(path) for path in paths]
-    embeddings, failures = embed_items(featurizer, paths)
-    errors = [None] * len(paths)
-    for row, _, reason in failures:
-        errors[row] = reason
-    # A file rewritten while it was embedded: its embedding may be of either
-    # version, so it is an error row, never filed under the wrong hash.
-    for row, path in enumerate(paths):
-        if errors[row] is None and content_key(path) != hashes[row]:
-            errors[row] = "the file changed while it was being embedded"
-    for row, error in enumerate(errors):
-        if error is not None:
-            embeddings[row] = np.nan
+    n_inputs = len(inputs)
+    window = featurizer.batch_size * READ_AHEAD_BATCHES
+    options = featurizer.storage_options
+    embeddings, hashes, errors = None, [None] * n_inputs, [None] * n_inputs
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+
+        def read(start):
+            return [
+                pool.submit(read_encoded, item, options)
+                for item in inputs[start : start + window]
+            ]
+
+        pending = read(0)
+        for start in range(0, n_inputs, window):
+            items = [future.result() for future in pending]
+            pending = read(start + window)  # while this window is embedded
+            part, failures = embed_items(featurizer, items)
+            if embeddings is None:
+                embeddings = np.empty((n_inputs, part.shape[1]), np.float32)
+            embeddings[start : start + len(items)] = part
+            for offset, item in enumerate(items):
+                hashes[start + offset] = content_key(item)
+            for offset, _, reason in failures:
+                errors[start + offset] = reason
+                embeddings[start + offset] = np.nan
     return embeddings, hashes, errors
 
 
@@ -112,7 +140,7 @@ def embed_shard(
         )
     if pooled and featurizer.num_workers == "auto" and clip.device.type == "cpu":
         featurizer.set_params(num_workers=0)
-    embeddings, hashes, errors = embed_paths(featurizer, paths)
+    embeddings, hashes, errors = embed_inputs(featurizer, paths)
     table = shard_table(first_row, paths, hashes, embeddings, errors)
     write_shard(table, shard, paths, job, root_url, storage_options)
     return {

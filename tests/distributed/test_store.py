@@ -46,3 +46,25 @@ def test_memory_mapped_output(featurizer, images, expected, tmp_path):
         got = store.to_numpy(on_error="nan", memmap_path=path)
     assert isinstance(got, np.memmap)
     np.testing.assert_array_equal(np.load(path), expected)
+
+
+def test_shard_validity_is_read_once_per_file_version(
+    featurizer, images, tmp_path, monkeypatch
+):
+    import sklearn_clip.distributed._format as format_module
+
+    output = tmp_path / "store"
+    store = embed_to_parquet(featurizer, images[:16], output, shard_size=8)
+    reads = []
+    original = format_module.shard_problem
+    monkeypatch.setattr(
+        format_module,
+        "shard_problem",
+        lambda fs, name, *a, **k: reads.append(name) or original(fs, name, *a, **k),
+    )
+    assert store.missing_shards() == [] and len(reads) == 2
+    assert store.missing_shards() == [] and len(reads) == 2  # from the listing
+    (output / "part-000001.parquet").write_bytes(b"rewritten")
+    assert store.missing_shards() == [1] and len(reads) == 3  # that file only
+    (output / "part-000000.parquet").unlink()
+    assert store.missing_shards() == [0, 1] and len(reads) == 3
