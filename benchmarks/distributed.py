@@ -22,10 +22,12 @@ throughput with and without them, interleaved.
     python benchmarks/distributed.py                      # CPU, ~6 min
     python benchmarks/distributed.py --checksums-only     # seconds
     python benchmarks/distributed.py --store-shards 20000 # a large store, ~1 min
+    python benchmarks/distributed.py --object-store       # S3 emulator vs files
     python benchmarks/distributed.py --device cuda --model ViT-L-14 --repeats 1
 """
 
 import argparse
+import logging
 import os
 import platform
 import shutil
@@ -233,6 +235,76 @@ def store_table(n_shards=20_000, repeats=3):
     ]
 
 
+def object_store_table(featurizer, paths, repeats=2):
+    """Embedding throughput of the same photos as local files and as objects
+    of moto's S3 server on loopback (through s3fs), with embed_to_parquet's
+    local backend; rows interleaved, median of ``repeats``.
+    """
+    import socket
+
+    import boto3
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "region_name": "us-east-1",
+        },
+    }
+    boto3.client("s3", **options["client_kwargs"]).create_bucket(Bucket="photos")
+    fs = s3fs.S3FileSystem(**options)
+    urls = []
+    for i, path in enumerate(paths):
+        url = f"s3://photos/{i:05d}{Path(path).suffix}"
+        fs.put(path, url)
+        urls.append(url)
+    remote = featurizer.set_params(storage_options=options)
+    rates = {"local files": [], "S3 (moto on loopback)": []}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for repeat in range(repeats):
+                sources = list(rates.items())
+                for name, _ in sources if repeat % 2 == 0 else sources[::-1]:
+                    inputs = paths if name == "local files" else urls
+                    start = time.perf_counter()
+                    embed_to_parquet(
+                        remote,
+                        inputs,
+                        Path(tmp) / f"{name[:5]}-{repeat}",
+                        shard_size=64,
+                        progress=False,
+                    )
+                    rates[name].append(len(inputs) / (time.perf_counter() - start))
+    finally:
+        server.stop()
+    local = statistics.median(rates["local files"])
+    lines = [
+        f"\n### The same {len(paths)} photos as local files and as S3 objects, "
+        f"{featurizer.model} on {featurizer.device} ({machine_name()}), "
+        f"embed_to_parquet local backend, median of {repeats}\n",
+        "| source | images/s | vs local |",
+        "|---|---|---|",
+    ]
+    for name, values in rates.items():
+        rate = statistics.median(values)
+        lines.append(f"| {name} | {rate:.1f} | {rate / local:.2f}x |")
+    return lines
+
+
 def write_manifest_(root, manifest):
     from sklearn_clip.distributed._format import output_location, write_manifest
 
@@ -265,7 +337,24 @@ def main():
         metavar="N",
         help="only EmbeddingStore.missing_shards() on a synthetic store of N shards",
     )
+    parser.add_argument(
+        "--object-store",
+        action="store_true",
+        help="only local files against the same images in moto's S3 emulator",
+    )
     args = parser.parse_args()
+    if args.object_store:
+        warnings.filterwarnings("ignore", message="pretrained=None")
+        photos = list_image_files(DATA / args.photos)[:128]
+        featurizer = CLIPFeaturizer(
+            args.model,
+            pretrained=None,
+            device=args.device,
+            batch_size=args.batch_size,
+            progress=False,
+        )
+        print("\n".join(object_store_table(featurizer, photos)), flush=True)
+        return
     if args.store_shards:
         print("\n".join(store_table(args.store_shards)), flush=True)
         return

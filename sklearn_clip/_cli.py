@@ -308,7 +308,7 @@ def expand_inputs(inputs):
     from ._images import IMAGE_EXTENSIONS, list_image_files
 
     def resolve(listing, entry):
-        # URLs stay as they are (embed_to_parquet explains why it refuses them)
+        # URLs stay as they are: workers read them through fsspec
         return entry if "://" in entry else os.fspath(listing.parent / entry)
 
     paths = []

@@ -85,8 +85,11 @@ def embed_to_parquet(
         and ``progress`` are not (workers write shards instead), and
         ``on_error`` is always ``"nan"``: unreadable files become error rows.
     inputs : sequence of str or path
-        Image file paths, readable by every worker (a shared file system).
-        The order is the order of the store's rows.
+        Image file paths readable by every worker (a shared file system), or
+        URLs read through fsspec with the featurizer's ``storage_options``
+        (``s3://``, ``gs://``, ``az://``, ``https://``, ...). Each input is
+        read once: its bytes are hashed and decoded from that read. The
+        order is the order of the store's rows.
     output_dir : str or path
         Local folder or fsspec URL (``s3://bucket/run``, ...) reachable from
         every worker; created if needed.
