@@ -235,7 +235,7 @@ def store_table(n_shards=20_000, repeats=3):
     ]
 
 
-def object_store_table(featurizer, paths, repeats=2):
+def object_store_table(featurizer, paths, repeats=3):
     """Embedding throughput of the same photos as local files and as objects
     of moto's S3 server on loopback (through s3fs), with embed_to_parquet's
     local backend; rows interleaved, median of ``repeats``.
@@ -273,27 +273,43 @@ def object_store_table(featurizer, paths, repeats=2):
         fs.put(path, url)
         urls.append(url)
     remote = featurizer.set_params(storage_options=options)
-    rates = {"local files": [], "S3 (moto on loopback)": []}
+    rates = {
+        "local files": [],
+        "S3 objects (moto on loopback)": [],
+        "local WebDataset tars": [],
+        "WebDataset tars in S3": [],
+    }
     try:
         with tempfile.TemporaryDirectory() as tmp:
+            tars, tar_urls = write_tars(paths, Path(tmp) / "tars", per_tar=64)
+            for path in tars:
+                fs.put(str(path), f"s3://photos/tars/{path.name}")
+            sources = {
+                "local files": paths,
+                "S3 objects (moto on loopback)": urls,
+                "local WebDataset tars": [str(p) for p in tars],
+                "WebDataset tars in S3": tar_urls,
+            }
             for repeat in range(repeats):
-                sources = list(rates.items())
-                for name, _ in sources if repeat % 2 == 0 else sources[::-1]:
-                    inputs = paths if name == "local files" else urls
+                names = list(rates)
+                for name in names if repeat % 2 == 0 else names[::-1]:
+                    inputs = sources[name]
                     start = time.perf_counter()
                     embed_to_parquet(
                         remote,
                         inputs,
-                        Path(tmp) / f"{name[:5]}-{repeat}",
-                        shard_size=64,
+                        Path(tmp) / f"{name.replace(' ', '-')}-{repeat}",
+                        # archives are one shard each, of 64 photos
+                        **({} if "tars" in name else {"shard_size": 64}),
                         progress=False,
                     )
-                    rates[name].append(len(inputs) / (time.perf_counter() - start))
+                    rates[name].append(len(paths) / (time.perf_counter() - start))
     finally:
         server.stop()
     local = statistics.median(rates["local files"])
     lines = [
-        f"\n### The same {len(paths)} photos as local files and as S3 objects, "
+        f"\n### The same {len(paths)} photos as files and WebDataset tars, local and "
+        "in S3, "
         f"{featurizer.model} on {featurizer.device} ({machine_name()}), "
         f"embed_to_parquet local backend, median of {repeats}\n",
         "| source | images/s | vs local |",
@@ -303,6 +319,23 @@ def object_store_table(featurizer, paths, repeats=2):
         rate = statistics.median(values)
         lines.append(f"| {name} | {rate:.1f} | {rate / local:.2f}x |")
     return lines
+
+
+def write_tars(paths, folder, per_tar):
+    """WebDataset archives of ``paths`` (``<key>.<ext>`` members), and their
+    S3 URLs under ``s3://photos/tars/``.
+    """
+    import tarfile
+
+    folder.mkdir(parents=True)
+    tars = []
+    for start in range(0, len(paths), per_tar):
+        tar = folder / f"shard-{start // per_tar:06d}.tar"
+        with tarfile.open(tar, "w") as archive:
+            for i, path in enumerate(paths[start : start + per_tar], start):
+                archive.add(path, arcname=f"{i:06d}{Path(path).suffix.lower()}")
+        tars.append(tar)
+    return tars, [f"s3://photos/tars/{tar.name}" for tar in tars]
 
 
 def write_manifest_(root, manifest):

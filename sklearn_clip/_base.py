@@ -87,6 +87,13 @@ class BaseCLIPEstimator(BaseEstimator):
                     original_sklearn_version=version,
                 )
             )
+        # A parameter added after the pickle was written takes its default,
+        # which keeps the behaviour the estimator was fitted with.
+        for name, parameter in inspect.signature(
+            type(self).__init__
+        ).parameters.items():
+            if name != "self" and parameter.default is not inspect.Parameter.empty:
+                state.setdefault(name, parameter.default)
         super().__setstate__(state)
         self._after_load()
         fitted = any(k.endswith("_") and not k.startswith("_") for k in self.__dict__)

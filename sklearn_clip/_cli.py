@@ -167,10 +167,11 @@ def build_parser():
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image folder (searched recursively), image file, CSV with a 'path' "
-        "column, or text file with one path or URL per line (relative paths are "
-        "relative to the list's folder; URLs such as s3://bucket/a.jpg are read "
-        "through fsspec)",
+        help="image folder (searched recursively), image file, WebDataset .tar "
+        "archive (one shard each), Parquet file with an image column (--column), "
+        "CSV with a 'path' column, or text file with one "
+        "path or URL per line (relative paths are relative to the list's folder; "
+        "URLs such as s3://bucket/a.jpg are read through fsspec)",
     )
     embed.add_argument("-o", "--output", required=True, help="output folder or URL")
     embed.add_argument(
@@ -224,6 +225,12 @@ def build_parser():
         help="images per forward pass (default: 64)",
     )
     embed.add_argument(
+        "--column",
+        default="image",
+        help="the column holding the images in Parquet inputs (encoded bytes or "
+        "a Hugging Face Image feature) (default: image)",
+    )
+    embed.add_argument(
         "--storage-options",
         type=json_object,
         default=None,
@@ -267,7 +274,7 @@ def _embed(args):
     from ._featurizer import CLIPFeaturizer
     from .distributed import embed_to_parquet
 
-    paths = expand_inputs(args.inputs)
+    paths = expand_inputs(args.inputs, args.column, args.storage_options)
     featurizer = CLIPFeaturizer(
         args.model,
         pretrained=None if args.pretrained.lower() == "none" else args.pretrained,
@@ -299,13 +306,17 @@ def _count(n, noun):
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def expand_inputs(inputs):
-    """Image paths from folders, image files, CSV files and text lists."""
+def expand_inputs(inputs, column="image", storage_options=None):
+    """Image paths from folders, image files, CSV files and text lists; the
+    rows of ``column`` of Parquet files; WebDataset archives as they are.
+    """
     import csv
     import os
     from pathlib import Path
 
     from ._images import IMAGE_EXTENSIONS, list_image_files
+    from .distributed import image_column_inputs
+    from .distributed._format import is_tar
 
     def resolve(listing, entry):
         # URLs stay as they are: workers read them through fsspec
@@ -319,8 +330,12 @@ def expand_inputs(inputs):
             if not found:
                 raise ValueError(f"no image files under the folder {item!r}")
             paths += found
-        elif source.suffix.lower() in IMAGE_EXTENSIONS:
-            paths.append(os.fspath(source))
+        elif source.suffix.lower() in IMAGE_EXTENSIONS or is_tar(item):
+            paths.append(os.fspath(source))  # an image, or a WebDataset archive
+        elif source.suffix.lower() == ".parquet":
+            paths += image_column_inputs(
+                [item], column, storage_options=storage_options
+            )
         elif source.suffix.lower() == ".csv":
             # utf-8-sig: spreadsheet programs start their CSVs with a BOM
             with open(source, newline="", encoding="utf-8-sig") as handle:

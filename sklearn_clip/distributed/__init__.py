@@ -21,6 +21,7 @@ the on-disk format (manifest, shard files, checksums), ``_store`` reads a
 finished store and ``_ray_data`` is the Ray Data step.
 """
 
+from ._columns import image_column_inputs
 from ._embed import embed_to_parquet
 from ._format import ManifestMismatchError, ShardsFailedError
 from ._ray_data import CLIPBatchEmbedder
@@ -32,4 +33,5 @@ __all__ = [
     "ManifestMismatchError",
     "ShardsFailedError",
     "embed_to_parquet",
+    "image_column_inputs",
 ]

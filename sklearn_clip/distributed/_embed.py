@@ -21,10 +21,12 @@ from .._warnings import warn
 from ._engines import ENGINES
 from ._format import (
     BEYOND_THE_LAST,
+    TARS,
     ShardsFailedError,
     check_manifest,
     check_path_inputs,
     finished_shards,
+    inputs_layout,
     job_fields,
     output_location,
     read_manifest,
@@ -69,7 +71,10 @@ def embed_to_parquet(
 ):
     """Embed image files into a folder of Parquet shards, resumably.
 
-    Shard ``i`` holds ``inputs[i * shard_size:(i + 1) * shard_size]``. Each
+    Shard ``i`` holds ``inputs[i * shard_size:(i + 1) * shard_size]``, or,
+    when every input is a WebDataset ``.tar`` archive, the samples of
+    archive ``i`` (one row per sample, identified as ``"<archive>#<key>"``;
+    ``shard_size`` has no effect then). Each
     worker loads the CLIP model once for the whole job and runs the
     unchanged ``featurizer`` on one shard at a time, writing
     ``part-000123.parquet`` under a temporary name and renaming it when
@@ -180,6 +185,12 @@ def embed_to_parquet(
 
     paths = check_path_inputs(inputs)
     require("pyarrow")  # the shards' format: checked before any work
+    if inputs_layout(paths) == TARS and shard_size != 4096:
+        warn(
+            "embed_to_parquet: shard_size has no effect with .tar archives as inputs "
+            "(each archive is one shard).",
+            UserWarning,
+        )
     fs, root = output_location(output_dir, storage_options)
     expected = job_fields(featurizer, paths, shard_size)
     manifest = read_manifest(fs, root)
@@ -204,7 +215,7 @@ def embed_to_parquet(
             fs, root, manifest, paths=paths, verify_data=True
         )
         _report_unusable(problems)
-    n_shards = shard_count(len(paths), shard_size)
+    n_shards = shard_count(manifest["n_inputs"], manifest["shard_size"])
     todo = [shard for shard in range(n_shards) if shard not in done]
     if todo:
         params = featurizer.get_params()
@@ -214,10 +225,16 @@ def embed_to_parquet(
                 write_manifest(fs, root, {**expected, "cache_key": cache_key})
                 manifest = read_manifest(fs, root)
             check_manifest(manifest, {"cache_key": cache_key}, output_dir)
-            job = {"cache_key": cache_key, "inputs_sha256": expected["inputs_sha256"]}
+            job = {
+                "cache_key": cache_key,
+                "inputs_sha256": expected["inputs_sha256"],
+                "layout": manifest.get("layout"),
+            }
             tasks = []
             for shard in todo:
-                start, stop = shard_bounds(shard, shard_size, len(paths))
+                start, stop = shard_bounds(
+                    shard, manifest["shard_size"], manifest["n_inputs"]
+                )
                 tasks.append(
                     (
                         params,
@@ -229,7 +246,9 @@ def embed_to_parquet(
                         storage_options,
                     )
                 )
-            failures = _run(engine, tasks, len(paths), n_shards, progress)
+            # The rows of tar archives are counted as they are read.
+            n_rows = None if manifest.get("layout") == TARS else len(paths)
+            failures = _run(engine, tasks, n_rows, n_shards, progress)
         if failures:
             raise ShardsFailedError(failures, n_shards, output_dir)
     return EmbeddingStore(output_dir, storage_options=storage_options)
@@ -265,12 +284,14 @@ def _refuse_foreign_shards(fs, root, output_dir):
 
 
 def _run(engine, tasks, n_inputs, n_shards, progress):
-    """Run the shard tasks; return ``{shard: error message}`` of failures."""
+    """Run the shard tasks; return ``{shard: error message}`` of failures.
+    ``n_inputs`` is None when the rows are counted as they are read.
+    """
     rows_todo = sum(len(task[1]) for task in tasks)
     show = progress_shown(progress)
     bar = tqdm(
         total=n_inputs,
-        initial=n_inputs - rows_todo,
+        initial=0 if n_inputs is None else n_inputs - rows_todo,
         unit="img",
         desc="embedding",
         disable=not show,

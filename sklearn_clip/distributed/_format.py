@@ -150,9 +150,36 @@ def inputs_digest(paths):
     return digest.hexdigest()
 
 
+#: Inputs that are WebDataset tar archives: one shard per archive.
+TARS = "webdataset tars"
+
+
+def is_tar(path):
+    return path.lower().endswith(".tar")
+
+
+def inputs_layout(paths):
+    """``None`` for image files (shards of ``shard_size`` inputs) or
+    :data:`TARS` when every input is a ``.tar`` archive (one shard each);
+    a mix is refused.
+    """
+    tars = [is_tar(path) for path in paths]
+    if not any(tars):
+        return None
+    if not all(tars):
+        raise ValueError(
+            f"inputs mix {sum(tars)} .tar archives with {len(tars) - sum(tars)} other "
+            "files: give image files, or WebDataset .tar shards, not both."
+        )
+    return TARS
+
+
 def job_fields(featurizer, paths, shard_size):
-    """The manifest entries known before any model is loaded."""
-    return {
+    """The manifest entries known before any model is loaded. For tar
+    archives, the rows are counted only when each archive is read:
+    ``n_inputs`` is then the number of archives and ``shard_size`` 1.
+    """
+    fields = {
         "format": FORMAT,
         "featurizer": embedding_parameters(featurizer),
         "embedding_dim": embedding_dim(featurizer.model),
@@ -160,6 +187,9 @@ def job_fields(featurizer, paths, shard_size):
         "n_inputs": len(paths),
         "inputs_sha256": inputs_digest(paths),
     }
+    if inputs_layout(paths) == TARS:
+        fields.update(layout=TARS, shard_size=1)
+    return fields
 
 
 def read_manifest(fs, root):
@@ -314,7 +344,7 @@ def shard_problem(fs, name, shard, manifest, paths=None, verify_data=False):
     except Exception as exc:  # noqa: BLE001 - any unreadable file is redone
         return f"unreadable ({type(exc).__name__}: {exc})"
     fields = metadata.metadata or {}
-    if metadata.num_rows != stop - start:
+    if manifest.get("layout") != TARS and metadata.num_rows != stop - start:
         return f"{metadata.num_rows} rows, expected {stop - start}"
     if fields.get(_CHECKSUMS_FIELD) != b"crc32":
         return "written without page checksums (by an sklearn-clip before 0.2)"
@@ -345,6 +375,12 @@ OTHER_JOB = (
     "written with another featurizer cache key",
     "written for another input list",
 )
+
+
+def shard_rows(fs, name):
+    """The number of rows of a shard file, from its footer."""
+    with fs.open(name, "rb") as handle:
+        return _parquet().read_metadata(handle).num_rows
 
 
 def read_shard_table(fs, name, columns=None):

@@ -10,6 +10,7 @@ from .._warnings import warn
 from ._format import (
     MANIFEST_NAME,
     OTHER_JOB,
+    TARS,
     embedding_matrix,
     finished_shards,
     output_location,
@@ -19,6 +20,7 @@ from ._format import (
     shard_bounds,
     shard_count,
     shard_problem,
+    shard_rows,
 )
 
 # Rows per transaction when exporting into the local embedding cache.
@@ -78,22 +80,52 @@ class EmbeddingStore:
                 "(write one with sklearn_clip.distributed.embed_to_parquet)."
             )
         self.manifest = manifest
-        self.n_inputs = int(manifest["n_inputs"])
         self.embedding_dim = int(manifest["embedding_dim"])
-        self.n_shards = shard_count(self.n_inputs, int(manifest["shard_size"]))
+        self.n_shards = shard_count(
+            int(manifest["n_inputs"]), int(manifest["shard_size"])
+        )
+        # WebDataset archives: each shard's rows are counted when it is read.
+        self._tars = manifest.get("layout") == TARS
         # File name -> (version, problem or None): footers are read once per
         # file version, not on every call (a store of tens of thousands of
         # shards answers from one listing).
         self._checked = {}
 
     def __repr__(self):
+        missing = len(self.missing_shards())
+        rows = "?" if self._tars and missing else self.n_inputs
         return (
-            f"EmbeddingStore({os.fspath(self.output_dir)!r}: {self.n_inputs} inputs, "
-            f"{len(self.missing_shards())} of {self.n_shards} shards missing)"
+            f"EmbeddingStore({os.fspath(self.output_dir)!r}: {rows} inputs, "
+            f"{missing} of {self.n_shards} shards missing)"
         )
 
     def __len__(self):
         return self.n_inputs
+
+    @property
+    def n_inputs(self):
+        """Rows of the finished store (for tar archives, their samples,
+        counted once every shard is written).
+        """
+        if not self._tars:
+            return int(self.manifest["n_inputs"])
+        return self._spans()[-1][2] if self.n_shards else 0
+
+    def _spans(self):
+        """``(shard, first row, end row)`` of every shard, in row order."""
+        if not self._tars:
+            size, total = int(self.manifest["shard_size"]), self.n_inputs
+            return [
+                (shard, *shard_bounds(shard, size, total))
+                for shard in range(self.n_shards)
+            ]
+        self._checked_complete()
+        spans, start = [], 0
+        for shard in range(self.n_shards):
+            rows = shard_rows(self._fs, f"{self._root}/{part_name(shard)}")
+            spans.append((shard, start, start + rows))
+            start += rows
+        return spans
 
     def missing_shards(self):
         """Indices of the shards not (or not validly) written yet.
@@ -219,12 +251,13 @@ class EmbeddingStore:
 
     def _errors(self):
         found = []
-        for shard in range(self.n_shards):
+        for shard, start, _ in self._spans():
             table = self._read_shard(shard, ["row", "input", "error"])
             compute = _parquet_compute()
             failed = table.filter(compute.is_valid(table.column("error")))
+            offset = start if self._tars else 0  # tar shards count from 0
             found += zip(
-                failed.column("row").to_pylist(),
+                [row + offset for row in failed.column("row").to_pylist()],
                 failed.column("input").to_pylist(),
                 failed.column("error").to_pylist(),
             )
@@ -260,11 +293,9 @@ class EmbeddingStore:
             out = np.lib.format.open_memmap(
                 os.fspath(memmap_path), mode="w+", dtype=np.float32, shape=shape
             )
-        shard_size = int(self.manifest["shard_size"])
-        for shard in range(self.n_shards):
-            start, stop = shard_bounds(shard, shard_size, self.n_inputs)
+        for shard, start, stop in self._spans():
             table = self._read_shard(shard, ["row", "embedding"])
-            rows = table.column("row").to_numpy()
+            rows = table.column("row").to_numpy() + (start if self._tars else 0)
             if not np.array_equal(rows, np.arange(start, stop)):
                 raise ValueError(
                     f"shard {shard} of {self.output_dir} holds rows "

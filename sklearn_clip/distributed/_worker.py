@@ -11,11 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .._clip import load_clip
+from .._clip import embedding_dim, load_clip
 from .._embedding_cache import content_key
 from .._featurizer import CLIPFeaturizer, embed_items, embedding_key
 from .._images import read_encoded
-from ._format import shard_table, write_shard
+from ._columns import ColumnReader, is_column_input
+from ._format import TARS, shard_table, write_shard
+from ._tars import iter_tar_samples
 
 
 def worker_name():
@@ -78,32 +80,88 @@ def embed_inputs(featurizer, inputs):
     (the key of the local embedding cache) and the error message per row
     (``None`` where it succeeded).
     """
-    n_inputs = len(inputs)
     window = featurizer.batch_size * READ_AHEAD_BATCHES
     options = featurizer.storage_options
-    embeddings, hashes, errors = None, [None] * n_inputs, [None] * n_inputs
+    if inputs and is_column_input(inputs[0]):  # images in a Parquet column
+        reader = ColumnReader(options)
+        column_windows = (
+            reader.read(inputs[start : start + window])
+            for start in range(0, len(inputs), window)
+        )
+        with ThreadPoolExecutor(1) as pool:
+            embeddings, hashes, errors, _ = _embed_windows(
+                featurizer, _read_ahead(column_windows, pool)
+            )
+        return embeddings, hashes, errors
     with ThreadPoolExecutor(READ_THREADS) as pool:
 
-        def read(start):
-            return [
-                pool.submit(read_encoded, item, options)
-                for item in inputs[start : start + window]
-            ]
+        def windows():
+            pending = [pool.submit(read_encoded, i, options) for i in inputs[:window]]
+            for start in range(0, len(inputs), window):
+                items = [future.result() for future in pending]
+                following = inputs[start + window : start + 2 * window]
+                # Read while this window is embedded.
+                pending = [pool.submit(read_encoded, i, options) for i in following]
+                yield items
 
-        pending = read(0)
-        for start in range(0, n_inputs, window):
-            items = [future.result() for future in pending]
-            pending = read(start + window)  # while this window is embedded
-            part, failures = embed_items(featurizer, items)
-            if embeddings is None:
-                embeddings = np.empty((n_inputs, part.shape[1]), np.float32)
-            embeddings[start : start + len(items)] = part
-            for offset, item in enumerate(items):
-                hashes[start + offset] = content_key(item)
-            for offset, _, reason in failures:
-                errors[start + offset] = reason
-                embeddings[start + offset] = np.nan
+        embeddings, hashes, errors, _ = _embed_windows(featurizer, windows())
     return embeddings, hashes, errors
+
+
+def embed_tar(featurizer, url):
+    """Embed the samples of a WebDataset tar archive (a path or URL), read
+    as a stream: one row per sample (the files sharing a key), in archive
+    order, from its first image file (``.jpg``, ``.png``, ``.webp``, ...).
+
+    Returns ``(embeddings, content hashes, errors, identities)``; the
+    identity of a row is ``"<archive>#<sample key>"``. The next window of
+    samples is read while the model embeds this one.
+    """
+    window = featurizer.batch_size * READ_AHEAD_BATCHES
+
+    def windows():
+        items, names = [], []
+        for key, item in iter_tar_samples(url, featurizer.storage_options):
+            items.append(item)
+            names.append(f"{url}#{key}")
+            if len(items) == window:
+                yield items, names
+                items, names = [], []
+        if items:
+            yield items, names
+
+    with ThreadPoolExecutor(1) as pool:
+        return _embed_windows(featurizer, _read_ahead(windows(), pool))
+
+
+def _read_ahead(iterator, pool):
+    """Yield from ``iterator`` while ``pool`` already reads its next item."""
+    pending = pool.submit(next, iterator, None)
+    while (item := pending.result()) is not None:
+        pending = pool.submit(next, iterator, None)
+        yield item
+
+
+def _embed_windows(featurizer, windows):
+    """Embed windows of read items (``items`` or ``(items, names)``);
+    return the embeddings, content hashes, errors and names of all rows.
+    """
+    parts, hashes, errors, names = [], [], [], []
+    for window in windows:
+        items, window_names = window if isinstance(window, tuple) else (window, None)
+        part, failures = embed_items(featurizer, items)
+        part = np.asarray(part, dtype=np.float32)
+        window_errors = [None] * len(items)
+        for offset, _, reason in failures:
+            window_errors[offset] = reason
+            part[offset] = np.nan
+        parts.append(part)
+        hashes += [content_key(item) for item in items]
+        errors += window_errors
+        names += window_names or []
+    dim = parts[0].shape[1] if parts else embedding_dim(featurizer.model)
+    embeddings = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
+    return embeddings, hashes, errors, names
 
 
 def embed_shard(
@@ -140,12 +198,17 @@ def embed_shard(
         )
     if pooled and featurizer.num_workers == "auto" and clip.device.type == "cpu":
         featurizer.set_params(num_workers=0)
-    embeddings, hashes, errors = embed_inputs(featurizer, paths)
-    table = shard_table(first_row, paths, hashes, embeddings, errors)
+    if job.get("layout") == TARS:  # paths: the one archive of this shard
+        embeddings, hashes, errors, names = embed_tar(featurizer, paths[0])
+        first_row = 0  # rows count within the archive; the store adds offsets
+    else:
+        embeddings, hashes, errors = embed_inputs(featurizer, paths)
+        names = paths
+    table = shard_table(first_row, names, hashes, embeddings, errors)
     write_shard(table, shard, paths, job, root_url, storage_options)
     return {
         "shard": shard,
-        "rows": len(paths),
+        "rows": len(names),
         "errors": sum(error is not None for error in errors),
         "seconds": time.perf_counter() - started,
         "worker": worker_name(),

@@ -118,3 +118,41 @@ def damage(path, column="embedding", xor_bytes=1):
     for i in range(xor_bytes):
         data[middle + i] ^= 0xA5 if xor_bytes > 1 else 0x10
     Path(path).write_bytes(bytes(data))
+
+
+def make_tars(images, folder, per_tar=10):
+    """WebDataset archives of ``images`` (``<key>.<ext>`` image member and a
+    ``<key>.cls`` label member per sample; the missing file becomes a sample
+    with no image). Returns ``(archive paths, samples per archive)``, each
+    sample as the item the archive holds (ImageBytes, or a FailedRead)."""
+    import io
+    import tarfile
+
+    from sklearn_clip._images import FailedRead, ImageBytes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tars, samples = [], []
+    for start in range(0, len(images), per_tar):
+        path = folder / f"shard-{start // per_tar:06d}.tar"
+        held = []
+        with tarfile.open(path, "w") as archive:
+            for i, image in enumerate(images[start : start + per_tar], start):
+                key = f"{i:06d}"
+
+                def add(name, data):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+
+                if os.path.exists(image):
+                    data = Path(image).read_bytes()
+                    name = f"{key}{Path(image).suffix}"
+                    add(name, data)
+                    held.append((key, ImageBytes(data, name=f"{path}#{name}")))
+                else:
+                    held.append((key, FailedRead(key, ValueError("no image"))))
+                add(f"{key}.cls", str(i % 3).encode())
+        tars.append(str(path))
+        samples.append(held)
+    return tars, samples

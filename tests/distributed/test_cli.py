@@ -103,3 +103,15 @@ def test_cli_lists_and_errors(featurizer, images, tmp_path, capsys):
     (tmp_path / "s4" / "_manifest.json").write_text("{}")
     assert cli_main(["embed", images[0], "-o", str(tmp_path / "s4"), *common]) == 2
     assert "not a manifest of this package" in capsys.readouterr().err
+
+
+def test_cli_embeds_webdataset_archives(images, tmp_path, capsys):
+    from .conftest import make_tars
+
+    tars, samples = make_tars(images, tmp_path / "tars")
+    common = ["--model", TINY["model"], "--pretrained", "none", "--device", "cpu"]
+    out = tmp_path / "store"
+    assert cli_main(["embed", *tars, "-o", str(out), *common]) == 0
+    n_samples = sum(len(held) for held in samples)
+    assert f"{n_samples} images in {len(tars)} shards" in capsys.readouterr().out
+    assert EmbeddingStore(out).inputs()[-1] == f"{tars[-1]}#{samples[-1][-1][0]}"

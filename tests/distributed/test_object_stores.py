@@ -149,3 +149,29 @@ def test_cli_embeds_a_list_of_urls_into_the_bucket(s3, expected, tmp_path, capsy
         cli_main(["embed", str(listing), "-o", "x", "--storage-options", "[1]"])
     assert exit_info.value.code == 2
     assert "must be a JSON object" in capsys.readouterr().err
+
+
+def test_webdataset_archives_in_the_bucket(s3, featurizer, images, tmp_path):
+    import s3fs
+
+    from .conftest import make_tars
+
+    _, options = s3
+    tars, samples = make_tars(images, tmp_path / "tars")
+    fs = s3fs.S3FileSystem(**options)
+    urls = []
+    for path in tars:
+        url = f"s3://photos/tars/{os.path.basename(path)}"
+        fs.put(path, url)
+        urls.append(url)
+    remote = CLIPFeaturizer(
+        **TINY, batch_size=BATCH_SIZE, on_error="nan", storage_options=options
+    )
+    store = embed_to_parquet(remote, urls, tmp_path / "store")
+    with pytest.warns(UserWarning, match="could not be read"):
+        expected = np.concatenate(
+            [featurizer.fit_transform([item for _, item in held]) for held in samples]
+        )
+    with pytest.warns(UserWarning, match="could not be read"):
+        np.testing.assert_array_equal(store.to_numpy(on_error="nan"), expected)
+    assert store.inputs()[0] == f"{urls[0]}#000000"
