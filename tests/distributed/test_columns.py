@@ -81,3 +81,25 @@ def test_cli_embeds_a_parquet_column(parquet_images, tmp_path, capsys):
     assert cli_main(["embed", path, "--column", "hf", "-o", str(out), *common]) == 0
     assert f"{len(data)} images in 1 shard" in capsys.readouterr().out
     assert EmbeddingStore(out).inputs()[3] == f"{path}#hf[3]"
+
+
+def test_a_saved_hugging_face_dataset_embeds_bitwise(featurizer, images, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from PIL import Image
+
+    kept = [p for p in images if os.path.exists(p) and not p.endswith("corrupt.jpg")]
+    dataset = datasets.Dataset.from_dict(
+        {"image": [Image.open(p) for p in kept[:12]], "label": list(range(12))}
+    ).cast_column("image", datasets.Image())
+    dataset.save_to_disk(str(tmp_path / "saved"))
+    inputs = image_column_inputs([tmp_path / "saved"])
+    assert len(inputs) == 12 and inputs[0].endswith(".arrow#image[0]")
+    store = embed_to_parquet(featurizer, inputs, tmp_path / "store", shard_size=8)
+    saved = datasets.load_from_disk(str(tmp_path / "saved"))
+    cells = saved.cast_column("image", datasets.Image(decode=False))["image"]
+    stored = [cell["bytes"] for cell in cells]
+    assert all(stored)  # the saved dataset holds the encoded files
+    expected = featurizer.fit_transform(
+        [ImageBytes(data, name=i) for data, i in zip(stored, inputs)]
+    )
+    np.testing.assert_array_equal(store.to_numpy(), expected)
