@@ -376,16 +376,17 @@ def main():
         help="only local files against the same images in moto's S3 emulator",
     )
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="pretrained=None")
+    # Random weights: the speed of a model does not depend on its weights.
+    featurizer = CLIPFeaturizer(
+        args.model,
+        pretrained=None,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=False,
+    )
     if args.object_store:
-        warnings.filterwarnings("ignore", message="pretrained=None")
         photos = list_image_files(DATA / args.photos)[:128]
-        featurizer = CLIPFeaturizer(
-            args.model,
-            pretrained=None,
-            device=args.device,
-            batch_size=args.batch_size,
-            progress=False,
-        )
         print("\n".join(object_store_table(featurizer, photos)), flush=True)
         return
     if args.store_shards:
@@ -395,16 +396,7 @@ def main():
     if args.checksums_only:
         return
 
-    warnings.filterwarnings("ignore", message="pretrained=None")
     paths = list_image_files(DATA / args.photos)
-    # Random weights: the speed of a model does not depend on its weights.
-    featurizer = CLIPFeaturizer(
-        args.model,
-        pretrained=None,
-        device=args.device,
-        batch_size=args.batch_size,
-        progress=False,
-    )
     rows = [("local", 1)] + [
         (engine, n) for n in args.workers for engine in ("dask", "ray")
     ]

@@ -391,6 +391,20 @@ def best_by_family(summary, shots):
     )
 
 
+def _largest_per_shot(summary, shots, keep):
+    """``{shots: (largest mean, method)}`` over the methods ``keep`` accepts."""
+    largest = {}
+    for n in shots:
+        values = [
+            (by_shot[n][0], method)
+            for method, by_shot in summary.items()
+            if n in by_shot and keep(method)
+        ]
+        if values:
+            largest[n] = max(values)
+    return largest
+
+
 def chooser_against_best(summary, shots, chooser="CLIPClassifier"):
     """Lines comparing ``chooser`` with the best single method per shot (the
     best on the test split: a reference, chosen by nothing).
@@ -398,15 +412,10 @@ def chooser_against_best(summary, shots, chooser="CLIPClassifier"):
     if chooser not in summary:
         return ""
     lines = []
-    for n in shots:
-        singles = [
-            (by_shot[n][0], method)
-            for method, by_shot in summary.items()
-            if n in by_shot and method not in CHOOSERS
-        ]
-        if not singles or n not in summary[chooser]:
+    best = _largest_per_shot(summary, shots, lambda method: method not in CHOOSERS)
+    for n, (best_acc, best_name) in best.items():
+        if n not in summary[chooser]:
             continue
-        best_acc, best_name = max(singles)
         acc = summary[chooser][n][0]
         lines.append(
             f"| {n} | {best_name} {100 * best_acc:.2f} | {100 * acc:.2f} | "
@@ -452,15 +461,10 @@ def chooser_cost(records, shots, has_text):
         return ""
     candidates = TEXT_CANDIDATES if has_text else IMAGE_ONLY_CANDIDATES
     lines = []
-    for n in shots:
-        singles = [
-            (by_shot[n][0], method)
-            for method, by_shot in seconds.items()
-            if n in by_shot and method in candidates
-        ]
-        if not singles or n not in seconds[chooser]:
+    slowest_per_shot = _largest_per_shot(seconds, shots, candidates.__contains__)
+    for n, (slowest, name) in slowest_per_shot.items():
+        if n not in seconds[chooser]:
             continue
-        slowest, name = max(singles)
         own = seconds[chooser][n][0]
         lines.append(
             f"| {n} | {own:.2f} | {name} {slowest:.2f} | {own / slowest:.1f}x |"

@@ -28,26 +28,25 @@ METHOD_NAMES = (
 )
 
 
-def positive_int(text):
-    """An integer of at least 1 (an argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
+def _number(convert, accepted, requirement):
+    """An argparse type: ``convert`` the text, then require ``accepted``."""
+    kind = "an integer" if convert is int else "a number"
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not accepted(value):
+            raise argparse.ArgumentTypeError(f"{value} is not {requirement}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text):
-    """An integer of at least 0 (an argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
+positive_int = _number(int, lambda value: value >= 1, "a positive integer")
+non_negative_int = _number(int, lambda value: value >= 0, "a non-negative integer")
+fraction = _number(float, lambda value: 0 < value < 1, "between 0 and 1")
 
 
 def json_object(text):
@@ -60,17 +59,6 @@ def json_object(text):
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object {...}")
-    return value
-
-
-def fraction(text):
-    """A number strictly between 0 and 1 (an argparse type)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
     return value
 
 

@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(items):
     # needs_data: every test that reads ../shared/data (deselect with
     # -m "not needs_data" on a machine without it).
     for item in items:
-        if {"load_features", "photo_set", "cars_data"} & set(
+        if {"load_features", "photo_set", "cars_data", "cars_shots"} & set(
             getattr(item, "fixturenames", ())
         ):
             item.add_marker(pytest.mark.needs_data)
@@ -82,6 +82,26 @@ def load_features():
 def cars_data(load_features):
     """The real stanford_cars features, as load_features returns them."""
     return load_features("stanford_cars")
+
+
+@pytest.fixture(scope="session")
+def cars_shots(cars_data):
+    """``(shots, X_test, y_test, text)`` of stanford_cars: ``shots(n, seed)``
+    draws ``(X, y)`` with ``n`` training images per class."""
+    from sklearn_clip import few_shot_indices
+
+    def shots(n, seed=0):
+        train = few_shot_indices(cars_data["y_train"], n, random_state=seed)
+        return cars_data["X_train"][train], cars_data["y_train"][train]
+
+    return shots, cars_data["X_test"], cars_data["y_test"], cars_data["text_features"]
+
+
+def zero_shot_accuracy(text, X, y, X_test, y_test):
+    """Test accuracy of zero-shot CLIP with class text ``text``."""
+    from sklearn_clip import ZeroShotClassifier
+
+    return ZeroShotClassifier(text_features=text).fit(X, y).score(X_test, y_test)
 
 
 @pytest.fixture(scope="session")

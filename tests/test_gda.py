@@ -18,27 +18,12 @@ from sklearn_clip import (
 )
 from sklearn_clip._gda import AUTO_WEIGHTS, FALLBACK_WEIGHTS
 
-from .conftest import TINY
-
-
-@pytest.fixture(scope="module")
-def cars(load_features):
-    data = load_features("stanford_cars")
-
-    def shots(n, seed=0):
-        train = few_shot_indices(data["y_train"], n, random_state=seed)
-        return data["X_train"][train], data["y_train"][train]
-
-    return shots, data["X_test"], data["y_test"], data["text_features"]
-
-
-def _zero_shot(text, X, y, X_test, y_test):
-    return ZeroShotClassifier(text_features=text).fit(X, y).score(X_test, y_test)
+from .conftest import TINY, zero_shot_accuracy
 
 
 # -- GDA ------------------------------------------------------------------------------
-def test_gda_is_shrunk_lda(cars):
-    shots, X_test, _, _ = cars
+def test_gda_is_shrunk_lda(cars_shots):
+    shots, X_test, _, _ = cars_shots
     X, y = shots(4)
     gda = GDAClassifier(shrinkage=0.3).fit(X, y)
     lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.3).fit(X, y)
@@ -49,8 +34,8 @@ def test_gda_is_shrunk_lda(cars):
     )
 
 
-def test_gda_handles_one_shot_where_lda_refuses(cars):
-    shots, X_test, y_test, _ = cars
+def test_gda_handles_one_shot_where_lda_refuses(cars_shots):
+    shots, X_test, y_test, _ = cars_shots
     X, y = shots(1)
     with pytest.raises(ValueError):
         LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.4).fit(X, y)
@@ -77,12 +62,12 @@ def test_gda_without_text_against_scaled_logistic_regression(
 
 
 @pytest.mark.parametrize("n_shots", [4, 8])
-def test_gda_with_text_beats_both_parts(cars, n_shots):
-    shots, X_test, y_test, text = cars
+def test_gda_with_text_beats_both_parts(cars_shots, n_shots):
+    shots, X_test, y_test, text = cars_shots
     X, y = shots(n_shots)
     blended = GDAClassifier(discriminant_weight="auto", text_features=text).fit(X, y)
     image_only = GDAClassifier().fit(X, y).score(X_test, y_test)
-    zero_shot = _zero_shot(text, X, y, X_test, y_test)
+    zero_shot = zero_shot_accuracy(text, X, y, X_test, y_test)
     assert blended.discriminant_weight_ in AUTO_WEIGHTS
     assert blended.score(X_test, y_test) > max(image_only, zero_shot) + 0.02
     assert not hasattr(blended, "with_classes")  # available_if: hasattr tells
@@ -91,8 +76,8 @@ def test_gda_with_text_beats_both_parts(cars, n_shots):
     assert "open vocabulary" in str(error.value.__cause__)
 
 
-def test_gda_auto_weight_is_cross_validated_on_the_training_set(cars):
-    shots, _, _, text = cars
+def test_gda_auto_weight_is_cross_validated_on_the_training_set(cars_shots):
+    shots, _, _, text = cars_shots
     X, y = shots(8)
     auto = GDAClassifier(discriminant_weight="auto", text_features=text).fit(X, y)
     # Recompute the cross-validated accuracy of every weight by hand.
@@ -115,12 +100,15 @@ def test_gda_auto_weight_is_cross_validated_on_the_training_set(cars):
 
 
 @pytest.mark.parametrize("n_shots", [1, 2])
-def test_gda_auto_weight_falls_back_below_three_shots(cars, n_shots):
-    shots, X_test, y_test, text = cars
+def test_gda_auto_weight_falls_back_below_three_shots(cars_shots, n_shots):
+    shots, X_test, y_test, text = cars_shots
     X, y = shots(n_shots)
     gda = GDAClassifier(discriminant_weight="auto", text_features=text).fit(X, y)
     assert gda.discriminant_weight_ == FALLBACK_WEIGHTS[n_shots]
-    assert gda.score(X_test, y_test) > _zero_shot(text, X, y, X_test, y_test) + 0.005
+    assert (
+        gda.score(X_test, y_test)
+        > zero_shot_accuracy(text, X, y, X_test, y_test) + 0.005
+    )
 
 
 def test_gda_auto_weight_with_class_names_from_clip():
@@ -137,8 +125,8 @@ def test_gda_auto_weight_with_class_names_from_clip():
     assert gda.score(X, y) > 0.9
 
 
-def test_gda_weight_spans_zero_shot_to_image_only(cars):
-    shots, X_test, _, text = cars
+def test_gda_weight_spans_zero_shot_to_image_only(cars_shots):
+    shots, X_test, _, text = cars_shots
     X, y = shots(4)
     zero_shot = ZeroShotClassifier(text_features=text).fit(X, y).predict(X_test)
     image_only = GDAClassifier().fit(X, y).predict(X_test)

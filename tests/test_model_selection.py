@@ -10,19 +10,7 @@ from sklearn.model_selection import (
 from sklearn_clip import (
     FewShotSplit,
     GDAClassifier,
-    few_shot_indices,
 )
-
-
-@pytest.fixture(scope="module")
-def cars(load_features):
-    data = load_features("stanford_cars")
-
-    def shots(n, seed=0):
-        train = few_shot_indices(data["y_train"], n, random_state=seed)
-        return data["X_train"][train], data["y_train"][train]
-
-    return shots, data["X_test"], data["y_test"], data["text_features"]
 
 
 # -- FewShotSplit --------------------------------------------------------------
@@ -45,8 +33,8 @@ def test_few_shot_split_names_classes_too_small_to_validate():
         list(FewShotSplit(n_shots=2).split(None, ["a", "a", "a", "b", "b"]))
 
 
-def test_grid_search_with_few_shot_split_on_real_features(cars):
-    shots, X_test, y_test, _ = cars
+def test_grid_search_with_few_shot_split_on_real_features(cars_shots):
+    shots, X_test, y_test, _ = cars_shots
     X, y = shots(4)
     candidates = [0.05, 0.4, 0.9]
     split = FewShotSplit(n_shots=2, n_splits=2, random_state=0)

@@ -11,39 +11,26 @@ from sklearn_clip import (
     FewShotSplit,
     TipAdapterClassifier,
     ZeroShotClassifier,
-    few_shot_indices,
 )
 
-from .conftest import assert_same_outputs_in_fresh_process, blobs
-
-
-@pytest.fixture(scope="module")
-def cars(load_features):
-    data = load_features("stanford_cars")
-
-    def shots(n, seed=0):
-        train = few_shot_indices(data["y_train"], n, random_state=seed)
-        return data["X_train"][train], data["y_train"][train]
-
-    return shots, data["X_test"], data["y_test"], data["text_features"]
-
-
-def _zero_shot(text, X, y, X_test, y_test):
-    return ZeroShotClassifier(text_features=text).fit(X, y).score(X_test, y_test)
+from .conftest import assert_same_outputs_in_fresh_process, blobs, zero_shot_accuracy
 
 
 # -- Tip-Adapter ------------------------------------------------------------------
 @pytest.mark.parametrize("n_shots, gain", [(1, 0.005), (4, 0.03)])
-def test_tip_adapter_beats_zero_shot_without_training(cars, n_shots, gain):
-    shots, X_test, y_test, text = cars
+def test_tip_adapter_beats_zero_shot_without_training(cars_shots, n_shots, gain):
+    shots, X_test, y_test, text = cars_shots
     X, y = shots(n_shots)
     tip = TipAdapterClassifier(text_features=text, device="cpu").fit(X, y)
     assert not hasattr(tip.net_, "history") or len(tip.net_.history) == 0
-    assert tip.score(X_test, y_test) > _zero_shot(text, X, y, X_test, y_test) + gain
+    assert (
+        tip.score(X_test, y_test)
+        > zero_shot_accuracy(text, X, y, X_test, y_test) + gain
+    )
 
 
-def test_tip_adapter_without_cache_is_zero_shot(cars):
-    shots, X_test, _, text = cars
+def test_tip_adapter_without_cache_iszero_shot_accuracy(cars_shots):
+    shots, X_test, _, text = cars_shots
     X, y = shots(2)
     tip = TipAdapterClassifier(cache_weight=0, text_features=text, device="cpu").fit(
         X, y
@@ -75,8 +62,8 @@ def test_tip_adapter_default_cache_weight_wins_on_held_out_pool_images(load_feat
     assert tip.set_params(fine_tune=True)._cache_weight() == 1.0
 
 
-def test_tip_adapter_f_improves_on_the_cache(cars):
-    shots, X_test, y_test, text = cars
+def test_tip_adapter_f_improves_on_the_cache(cars_shots):
+    shots, X_test, y_test, text = cars_shots
     X, y = shots(4)
     free = TipAdapterClassifier(text_features=text, device="cpu").fit(X, y)
     tuned = TipAdapterClassifier(
@@ -118,8 +105,8 @@ def test_tip_adapter_open_vocabulary():
     assert tip.classes_.tolist() == ["ant", "bee", "wasp"]  # the original is unchanged
 
 
-def test_tip_adapter_pickles_small_and_predicts_identically(cars, tmp_path):
-    shots, X_test, _, text = cars
+def test_tip_adapter_pickles_small_and_predicts_identically(cars_shots, tmp_path):
+    shots, X_test, _, text = cars_shots
     X, y = shots(2)
     tip = TipAdapterClassifier(text_features=text, device="cpu").fit(X, y)
     sizes = assert_same_outputs_in_fresh_process(

@@ -1,45 +1,30 @@
 """ZSLinearProbeClassifier: a probe started at, and pulled towards, zero-shot."""
 
 import numpy as np
-import pytest
 
 from sklearn_clip import (
     LinearProbeClassifier,
     ZeroShotClassifier,
     ZSLinearProbeClassifier,
-    few_shot_indices,
 )
 
-
-@pytest.fixture(scope="module")
-def cars(load_features):
-    data = load_features("stanford_cars")
-
-    def shots(n, seed=0):
-        train = few_shot_indices(data["y_train"], n, random_state=seed)
-        return data["X_train"][train], data["y_train"][train]
-
-    return shots, data["X_test"], data["y_test"], data["text_features"]
-
-
-def _zero_shot(text, X, y, X_test, y_test):
-    return ZeroShotClassifier(text_features=text).fit(X, y).score(X_test, y_test)
+from .conftest import zero_shot_accuracy
 
 
 # -- ZS linear probe -------------------------------------------------------------------
-def test_zs_linear_probe_beats_zero_shot_and_plain_probe(cars):
-    shots, X_test, y_test, text = cars
+def test_zs_linear_probe_beats_zero_shot_and_plain_probe(cars_shots):
+    shots, X_test, y_test, text = cars_shots
     X, y = shots(2)
     probe = ZSLinearProbeClassifier(text_features=text, device="cpu", random_state=0)
     score = probe.fit(X, y).score(X_test, y_test)
     plain = LinearProbeClassifier(device="cpu", random_state=0).fit(X, y)
-    assert score > _zero_shot(text, X, y, X_test, y_test) + 0.02
+    assert score > zero_shot_accuracy(text, X, y, X_test, y_test) + 0.02
     assert score > plain.score(X_test, y_test) + 0.1
     assert probe.coef_.shape == text.shape
 
 
-def test_zs_linear_probe_with_a_strong_pull_stays_zero_shot(cars):
-    shots, X_test, _, text = cars
+def test_zs_linear_probe_with_a_strong_pull_stayszero_shot_accuracy(cars_shots):
+    shots, X_test, _, text = cars_shots
     X, y = shots(2)
     probe = ZSLinearProbeClassifier(
         alpha=1e6, text_features=text, device="cpu", random_state=0
