@@ -40,6 +40,8 @@ _EXPORTS = {
     "AttentionProbeClassifier": "_attention_probe",
     "CLIPAdapterClassifier": "_clip_adapter",
     "TipAdapterClassifier": "_tip_adapter",
+    "TransCLIPClassifier": "_transclip",
+    "UNLABELLED": "_unlabelled",
     "VisualPromptClassifier": "_visual_prompt",
     "ZeroShotClassifier": "_zero_shot",
     "ZeroShotLogits": "_zero_shot_logits",

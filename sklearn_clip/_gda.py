@@ -16,6 +16,7 @@ from ._base import (
     warn_unused_parameters,
 )
 from ._compat import Interval, StrOptions, _fit_context
+from ._discriminant import shrunk_linear_discriminant
 from ._docstrings import CLASS_TEXT, CLIP_MODEL, fill_doc
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
 
@@ -53,14 +54,7 @@ def shrunk_discriminant(X, y_encoded, n_classes, shrinkage, sample_weight=None):
     if rows_per_class.max() == 1:  # one per class: no within-class spread
         residuals = X - np.average(X, axis=0, weights=weights)
     covariance = (weights[:, None] * residuals).T @ residuals / weights.sum()
-    isotropic = np.trace(covariance) / n_features
-    if isotropic == 0:
-        raise ValueError("all training embeddings are identical; GDA needs spread")
-    covariance *= 1 - shrinkage
-    covariance[np.diag_indices(n_features)] += shrinkage * isotropic
-    # Solve instead of inverting: S is symmetric positive definite.
-    coef = np.linalg.solve(covariance, means.T).T
-    intercept = -0.5 * np.einsum("kd,kd->k", means, coef)
+    coef, intercept = shrunk_linear_discriminant(means, covariance, shrinkage)
     return means, coef, intercept
 
 

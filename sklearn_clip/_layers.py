@@ -12,11 +12,11 @@ belongs to one layer:
   only.
 - **estimators**: one module per estimator or family; imports shared
   modules only, never another estimator module.
-- **composite**: built on the estimators (the meta-estimator
-  ``CLIPClassifier``, as scikit-learn's ensembles build on trees; the
-  benchmark; the estimator list and what is derived from it; the pipeline
-  helper; the distributed subpackage); imports shared, estimator and
-  composite modules.
+- **composite**: built on the estimators (the meta-estimators
+  ``CLIPClassifier`` and ``TransCLIPClassifier``, as scikit-learn's
+  ensembles build on trees; the benchmark; the estimator list and what
+  is derived from it; the pipeline helper; the distributed subpackage);
+  imports shared, estimator and composite modules.
 - **entry points**: the package's face and the command line; may import
   anything.
 
@@ -30,6 +30,7 @@ LAYERS = {
         "_clip",
         "_compat",
         "_datasets",
+        "_discriminant",
         "_docstrings",
         "_embedding_cache",
         "_heads",
@@ -39,6 +40,7 @@ LAYERS = {
         "_text",
         "_torch_utils",
         "_training",
+        "_unlabelled",
         "_validation",
         "_version",
         "_warnings",
@@ -61,6 +63,7 @@ LAYERS = {
         "_discovery",
         "_persistence",
         "_pipeline",
+        "_transclip",
         "distributed",
     ),
     "entry points": ("__init__", "__main__", "_cli"),

@@ -57,9 +57,23 @@ def cars(load_features):
 
 
 def _classifiers(text):
-    from sklearn_clip import TipAdapterClassifier
+    from sklearn_clip import (
+        TipAdapterClassifier,
+        TransCLIPClassifier,
+        ZeroShotClassifier,
+    )
 
     for name, cls in EMBEDDING_CLASSIFIERS:
+        if cls is TransCLIPClassifier:
+            # Its mixture is fitted on the test rows as unlabelled rows
+            # (see the test); its estimator is zero-shot.
+            yield (
+                f"{name} (transductive)",
+                lambda: TransCLIPClassifier(
+                    ZeroShotClassifier(text_features=text), fallback="never"
+                ),
+            )
+            continue
         parameters = inspect.signature(cls.__init__).parameters
         kwargs = {"device": "cpu"} if "device" in parameters else {}
         if "random_state" in parameters:
@@ -87,7 +101,12 @@ def test_a_row_is_scored_the_same_in_any_batch(cars):
     X, y, X_test, text = cars
     names = []
     for name, make in _classifiers(text):
-        clf = make().fit(X, y)
+        clf = make()
+        if "transductive" in name:
+            clf.fit(np.vstack([X, X_test]), np.r_[y, np.full(len(X_test), -1)])
+            assert clf.uses_unlabelled_
+        else:
+            clf.fit(X, y)
         names.append(name)
         for method in ("predict_proba", "decision_function"):
             score = getattr(clf, method)
