@@ -34,6 +34,8 @@ from ._featurizer import CLIPFeaturizer
 from ._images import load_image_folder
 from ._model_selection import few_shot_indices
 from ._text import encode_class_names
+from ._transclip import TransCLIPClassifier
+from ._unlabelled import UNLABELLED
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ METHODS = {
 
 #: Not single methods: left out of the "best single method" comparisons.
 CHOOSERS = ("CLIPClassifier",)
+
+#: Appended to a method's name for its run with unlabelled images.
+UNLABELLED_SUFFIX = " + unlabelled"
 
 
 def _busy_torch_loop(stop, started):
@@ -245,16 +250,28 @@ def load_images(
     )
 
 
-def run_benchmark(dataset, methods, shots, seeds, progress=True, desc="bench"):
+def run_benchmark(
+    dataset, methods, shots, seeds, progress=True, desc="bench", unlabelled="none"
+):
     """Fit and score every method at every shot count and seed (``seeds``:
     a count, or the list of seeds to run).
+
+    With ``unlabelled`` ``"test"`` or ``"pool"``, each method also runs
+    wrapped in :class:`TransCLIPClassifier` on the same draw (as
+    ``"<method> + unlabelled"``): ``"test"`` passes the test images
+    unlabelled to ``fit`` and scores its transduction of them
+    (transductive); ``"pool"`` passes the rest of the training pool and the
+    validation split, and scores ``predict`` on the test images (inductive).
 
     Returns a list of records ``{method, shots, seed, accuracy, fit_seconds}``.
     """
     seeds = range(seeds) if isinstance(seeds, int) else seeds
-    runs = [(n, s, m) for n in shots for s in seeds for m in methods]
+    variants = [False] if unlabelled == "none" else [False, True]
+    runs = [
+        (n, s, m, v) for n in shots for s in seeds for m in methods for v in variants
+    ]
     records, once = [], {}
-    for n_shots, seed, name in tqdm(
+    for n_shots, seed, name, with_unlabelled in tqdm(
         runs, desc=f"{desc} {dataset['name']}", disable=not progress
     ):
         method = METHODS[name]
@@ -262,12 +279,21 @@ def run_benchmark(dataset, methods, shots, seeds, progress=True, desc="bench"):
             continue
         train = few_shot_indices(dataset["y_train"], n_shots, random_state=seed)
         # The same training rows (every draw of the whole pool, or a method
-        # that ignores them) give the same model: every method is seeded.
-        key = name if not method.uses_shots else (name, train.tobytes())
+        # that ignores them) give the same model: every method is seeded. With
+        # unlabelled images the labelled shots always count.
+        record_name = name + UNLABELLED_SUFFIX if with_unlabelled else name
+        uses_shots = method.uses_shots or with_unlabelled
+        key = record_name if not uses_shots else (record_name, train.tobytes())
         if key in once:
             accuracy, seconds = once[key]
         else:
             estimator = method.build(dataset["text_features"])
+            X, y = dataset["X_train"][train], dataset["y_train"][train]
+            if with_unlabelled:
+                estimator = TransCLIPClassifier(estimator, random_state=0)
+                X_unlabelled = _unlabelled_images(dataset, train, unlabelled)
+                X = np.vstack([X, X_unlabelled])
+                y = np.r_[y, np.full(len(X_unlabelled), UNLABELLED)]
             with warnings.catch_warnings():
                 # Few-shot sets have as many classes as samples at 1 shot;
                 # scikit-learn's LogisticRegression warns about that on every fit.
@@ -277,13 +303,17 @@ def run_benchmark(dataset, methods, shots, seeds, progress=True, desc="bench"):
                 if dataset.get("random_weights"):
                     warnings.simplefilter("ignore", CLIPModelMismatchWarning)
                 start = time.perf_counter()
-                estimator.fit(dataset["X_train"][train], dataset["y_train"][train])
+                estimator.fit(X, y)
                 seconds = time.perf_counter() - start
-            accuracy = float(estimator.score(dataset["X_test"], dataset["y_test"]))
+            if with_unlabelled and unlabelled == "test":
+                labels = estimator.transduction_[len(train) :]
+                accuracy = float(np.mean(labels == dataset["y_test"]))
+            else:
+                accuracy = float(estimator.score(dataset["X_test"], dataset["y_test"]))
             once[key] = (accuracy, seconds)
         records.append(
             dict(
-                method=name,
+                method=record_name,
                 shots=n_shots,
                 seed=seed,
                 accuracy=accuracy,
@@ -291,6 +321,57 @@ def run_benchmark(dataset, methods, shots, seeds, progress=True, desc="bench"):
             )
         )
     return records
+
+
+def _unlabelled_images(dataset, train, protocol):
+    """The unlabelled images of ``protocol`` (see :func:`run_benchmark`)."""
+    if protocol == "test":
+        return dataset["X_test"]
+    pool = [np.delete(dataset["X_train"], train, axis=0)]
+    if dataset.get("X_val") is not None:
+        pool.append(dataset["X_val"])
+    return np.vstack(pool)
+
+
+def _inductive(method):
+    return not method.endswith(UNLABELLED_SUFFIX)
+
+
+def unlabelled_gains(summary, shots):
+    """Lines of each method's accuracy change with the unlabelled images,
+    and the best with them against the best without (any method, the
+    chooser included; best on the test split: a reference, chosen by
+    nothing). "" without unlabelled runs.
+    """
+    pairs = [
+        (m, m + UNLABELLED_SUFFIX) for m in summary if m + UNLABELLED_SUFFIX in summary
+    ]
+    if not pairs:
+        return ""
+    header = "| method | " + " | ".join(f"{n} shots" for n in shots) + " |"
+    lines = [header, "|---" * (len(shots) + 1) + "|"]
+    for alone, with_unlabelled in pairs:
+        cells = [
+            f"{100 * (summary[with_unlabelled][n][0] - summary[alone][n][0]):+.2f}"
+            if n in summary[alone] and n in summary[with_unlabelled]
+            else "-"
+            for n in shots
+        ]
+        lines.append(f"| {alone} | " + " | ".join(cells) + " |")
+    best_alone = _largest_per_shot(summary, shots, _inductive)
+    best_with = _largest_per_shot(summary, shots, lambda m: not _inductive(m))
+    cells = []
+    for n in shots:
+        if n in best_alone and n in best_with:
+            (a, name_a), (b, name_b) = best_alone[n], best_with[n]
+            cells.append(
+                f"{100 * (b - a):+.2f} ({name_b} {100 * b:.2f} vs {name_a} "
+                f"{100 * a:.2f})"
+            )
+        else:
+            cells.append("-")
+    lines.append("| best with against best without | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def summarize(records, key):
@@ -370,6 +451,7 @@ def best_by_family(summary, shots):
                 (by_shot[n][0], method)
                 for method, by_shot in summary.items()
                 if n in by_shot
+                and _inductive(method)
                 and METHODS[method].seed is family
                 and method not in CHOOSERS
             ]
@@ -412,7 +494,9 @@ def chooser_against_best(summary, shots, chooser="CLIPClassifier"):
     if chooser not in summary:
         return ""
     lines = []
-    best = _largest_per_shot(summary, shots, lambda method: method not in CHOOSERS)
+    best = _largest_per_shot(
+        summary, shots, lambda method: method not in CHOOSERS and _inductive(method)
+    )
     for n, (best_acc, best_name) in best.items():
         if n not in summary[chooser]:
             continue
@@ -505,7 +589,12 @@ def run(args):
                     progress=progress,
                 )
         records = run_benchmark(
-            dataset, args.methods, args.shots, args.seeds, progress=progress
+            dataset,
+            args.methods,
+            args.shots,
+            args.seeds,
+            progress=progress,
+            unlabelled=args.unlabelled,
         )
         if not records:
             # Earlier results in --out stay as they are.
@@ -545,6 +634,7 @@ def run(args):
                     [0],
                     progress=progress,
                     desc=f"beside {args.load} busy processes:",
+                    unlabelled=args.unlabelled,
                 )
             loaded_seconds += time.perf_counter() - load_start
             print(
@@ -568,6 +658,15 @@ def run(args):
                 f"\n## {dataset['name']}: best newer method against best seed method\n"
             )
             print(comparison)
+        gains = unlabelled_gains(accuracy, args.shots)
+        if gains:
+            protocol = {
+                "test": "the test images, unlabelled, in fit (transductive)",
+                "pool": "the rest of the training pool and the validation split, "
+                "unlabelled (inductive: test images unseen)",
+            }[args.unlabelled]
+            print(f"\n## {dataset['name']}: accuracy change (points) with {protocol}\n")
+            print(gains)
         versus = chooser_against_best(accuracy, args.shots)
         if versus:
             print(

@@ -141,6 +141,15 @@ def build_parser():
         "jobs on the machine) and print idle and loaded times side by side "
         "(default: 0, idle only)",
     )
+    bench.add_argument(
+        "--unlabelled",
+        choices=["none", "test", "pool"],
+        default="none",
+        help="also run each method with unlabelled images (TransCLIPClassifier), "
+        "same draws: 'test' passes the test images unlabelled to fit "
+        "(transductive), 'pool' the rest of the training pool and the validation "
+        "split (inductive) (default: none)",
+    )
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     embed = commands.add_parser(
         "embed",

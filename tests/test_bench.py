@@ -238,3 +238,20 @@ def test_bench_names_the_inputs_it_accepts(tmp_path, capsys):
         assert str(source) in err
         assert "features .npz" in err and "image folder" in err and "CSV" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_runs_each_method_with_and_without_unlabelled_images(tmp_path, capsys):
+    path = _require(FEATURES / "oxford_flowers.npz")
+    args = ["bench", str(path), "--shots", "1", "--seeds", "1", "--no-progress"]
+    args += ["--methods", "LR", "--unlabelled"]
+    for protocol in ("test", "pool"):
+        out = tmp_path / protocol
+        assert main([*args, protocol, "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert "accuracy change (points) with" in printed
+        records = json.loads((out / "oxford_flowers.json").read_text())["records"]
+        accuracy = {r["method"]: r["accuracy"] for r in records}
+        assert set(accuracy) == {"LR", "LR + unlabelled"}
+        # One labelled image per class: the unlabelled images help a lot.
+        assert accuracy["LR + unlabelled"] > accuracy["LR"] + 0.03, protocol
+    assert "(transductive)" not in printed and "(inductive" in printed

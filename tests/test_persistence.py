@@ -15,6 +15,7 @@ from sklearn_clip import (
     GDAClassifier,
     LinearProbeClassifier,
     TipAdapterClassifier,
+    TransCLIPClassifier,
     VisualPromptClassifier,
     ZeroShotClassifier,
     ZeroShotLogits,
@@ -53,6 +54,10 @@ def fitted(load_features, photo_set):
         CLIPClassifier(**text, random_state=0),
     ]
     cases = [(head.fit(X, y), X_test, "predict_proba") for head in heads]
+    unlabelled = cars["X_test"][np.isin(cars["y_test"], np.arange(10))]
+    transductive = TransCLIPClassifier(ZeroShotClassifier(**text), fallback="never")
+    transductive.fit(np.vstack([X, unlabelled]), np.r_[y, np.full(len(unlabelled), -1)])
+    cases.append((transductive, X_test, "predict_proba"))
     cases.append((ZeroShotLogits(**text).fit(X, y), X_test, "transform"))
     rows = photo_set("cifar10")
     photos = [row for row in rows if row[1] == "cat"][:6] + [
