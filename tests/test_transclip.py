@@ -258,3 +258,50 @@ def test_pickles_and_joblib_round_trip(cars_shots, tmp_path):
     np.testing.assert_array_equal(
         loaded.predict_proba(X_test), clf.predict_proba(X_test)
     )
+
+
+def test_classes_without_labelled_rows_sorting_last_skip_the_check(cars_shots):
+    # Labelled classes 0-19 (4 shots each), classes 20-39 only unlabelled.
+    X, y, X_test, y_test, text = _first_classes(cars_shots, 4)
+    keep = y < 20
+    clf = TransCLIPClassifier(
+        ZeroShotClassifier(text_features=text), classes=np.arange(40), random_state=0
+    ).fit(*_with_unlabelled(X[keep], y[keep], X_test))
+    assert clf.cv_results_ is None and clf.uses_unlabelled_  # no check possible
+    assert set(clf.transduction_[keep.sum() :]) <= set(range(40))
+
+
+def test_where_new_images_get_no_mixture_weight_predict_is_the_estimators(cars_shots):
+    X, y, X_test, _, text = _first_classes(cars_shots, 2, n_classes=10)
+    base = ZeroShotClassifier(text_features=text)
+    clf = TransCLIPClassifier(base, prior_weight=0.5).fit(
+        *_with_unlabelled(X, y, X_test[:20])
+    )
+    assert clf.uses_unlabelled_ and clf.new_image_weight_ == 0  # a small pool
+    np.testing.assert_allclose(
+        clf.predict_proba(X_test), clone(base).fit(X, y).predict_proba(X_test)
+    )
+    with pytest.raises(ValueError, match="prior_weight"):
+        TransCLIPClassifier(base, prior_weight=0).fit(X, y)
+
+
+def test_a_list_mixing_strings_and_float_markers(cars_shots):
+    X, codes, X_test, _, text = _first_classes(cars_shots, 1, n_classes=10)
+    names = [f"car {c}" for c in codes]
+    as_list = names + [-1.0] * 20  # np.asarray would make "-1.0" of it
+    clf = TransCLIPClassifier(ZeroShotClassifier(text_features=text))
+    clf.fit(np.vstack([X, X_test[:20]]), as_list)
+    assert clf.classes_.tolist() == sorted(set(names))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn_clip.CLIPModelMismatchWarning")
+def test_marker_as_a_class_and_score_lengths_are_refused():
+    X, y = blobs(30, n_classes=3)
+    zero_shot = ZeroShotClassifier(text_features=np.eye(3, 16))
+    with pytest.raises(ValueError, match="marker of unlabelled rows"):
+        TransCLIPClassifier(zero_shot, classes=[-1, 0, 1]).fit(X, y - 1)
+    with pytest.raises(ValueError, match="got 1 class.*-1 are unlabelled"):
+        TransCLIPClassifier(zero_shot).fit(X[y < 2], np.where(y[y < 2] == 0, -1, 1))
+    clf = TransCLIPClassifier(LinearProbeClassifier(device="cpu")).fit(X, y)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        clf.score(X[:20], y)
