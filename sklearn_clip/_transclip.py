@@ -363,6 +363,7 @@ class TransCLIPClassifier(
         # Centred, so that the scatter below does not cancel digits.
         center = features.mean(axis=0)
         centered = features - center
+        total_scatter = centered.T @ centered  # the same at every update
         graph = _neighbour_graph(features, self.n_neighbors)
         assignments = np.zeros((len(features), n_classes))
         assignments[:n_unlabelled] = softmax(prior, axis=1)
@@ -370,7 +371,7 @@ class TransCLIPClassifier(
         for _ in range(self.n_iter):
             mass = assignments.sum(axis=0)
             means = (assignments.T @ centered) / np.maximum(mass, 1e-12)[:, None]
-            covariance = _within_class_covariance(centered, means, mass)
+            covariance = _within_class_covariance(total_scatter, means, mass)
             coef, intercept = shrunk_linear_discriminant(
                 means, covariance, self.shrinkage
             )
@@ -484,18 +485,18 @@ def _log_likelihood(X, coef, intercept):
     return l2_normalize(np.asarray(X, dtype=np.float64)) @ coef.T + intercept
 
 
-def _within_class_covariance(centered, means, mass):
+def _within_class_covariance(total, means, mass):
     """``sum_ik z_ik (x_i - mu_k)(x_i - mu_k)^T`` over rows less classes (the
-    pooled estimate, as in LDA); the total covariance where the classes
-    leave no spread (each row its own class).
+    pooled estimate, as in LDA), from the total scatter of the centred rows;
+    the total covariance where the classes leave no spread (each row its own
+    class).
     """
-    n_rows, n_classes = len(centered), len(means)
-    total = centered.T @ centered
+    n_rows, n_classes = mass.sum(), len(means)
     within = total - (means.T * mass) @ means
     within = (within + within.T) / 2  # exactly symmetric
     if np.trace(within) <= 1e-9 * np.trace(total):
         return total / n_rows
-    return within / max(n_rows - n_classes, 1)
+    return within / max(n_rows - n_classes, 1.0)
 
 
 def _raw_labels(y):
