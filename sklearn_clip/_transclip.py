@@ -235,11 +235,12 @@ class TransCLIPClassifier(
         -------
         self : TransCLIPClassifier
         """
-        # Markers are read before validation turns a list mixing strings and
-        # -1.0 into strings ("-1.0").
-        labelled = labelled_mask(_raw_labels(y))
+        given = y
         X, y = validate_embeddings(self, X, y, reset=True)
         X = np.asarray(X, dtype=np.float64)
+        # Markers are read from a list as given: validation turns a list
+        # mixing strings and -1.0 into strings ("-1.0").
+        labelled = labelled_mask(_list_labels(given, y))
         y_labelled = _plain_labels(y[labelled])
         if self.classes is not None:
             classes, _ = encode_labels(np.asarray(self.classes))
@@ -454,7 +455,7 @@ class TransCLIPClassifier(
         score : float
         """
         check_consistent_length(X, y, sample_weight)
-        y = _raw_labels(y)
+        y = _list_labels(y, np.asarray(y))
         keep = labelled_mask(y)
         if not keep.any():
             raise ValueError("score needs labelled rows; every row of y is -1.")
@@ -499,15 +500,17 @@ def _within_class_covariance(total, means, mass):
     return within / max(n_rows - n_classes, 1.0)
 
 
-def _raw_labels(y):
-    """``y`` as an array that keeps each label's type (a list mixing strings
-    and -1.0 becomes an object array, not strings).
+def _list_labels(given, validated):
+    """The labels of ``validated``, but from ``given`` where that is a flat
+    list or tuple mixing strings with numbers (kept an object array, so that
+    -1.0 stays a number rather than the string "-1.0").
     """
-    if hasattr(y, "dtype") or hasattr(y, "__array__"):
-        return np.asarray(y)
-    values = list(y)
-    kinds = {isinstance(v, str) for v in values}
-    return np.asarray(values, dtype=object if len(kinds) > 1 else None)
+    if not isinstance(given, list | tuple) or len(given) != len(validated):
+        return validated
+    kinds = {isinstance(v, str) for v in given}
+    if len(kinds) < 2 or any(isinstance(v, list | tuple) for v in given):
+        return validated
+    return np.asarray(given, dtype=object)
 
 
 def _neighbour_graph(features, n_neighbors):

@@ -28,11 +28,14 @@ ESTIMATORS = [cls for _, cls in all_estimators()]
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda cls: cls.__name__)
-def test_only_model_and_pretrained_may_be_positional(estimator):
+def test_only_model_and_pretrained_or_the_wrapped_estimator_may_be_positional(
+    estimator,
+):
     parameters = list(inspect.signature(estimator.__init__).parameters.values())[1:]
     positional = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
-    assert positional in ([], ["model", "pretrained"])
-    if positional:
+    # A meta-estimator takes the estimator it wraps first, as scikit-learn's do.
+    assert positional in ([], ["model", "pretrained"], ["estimator"])
+    if positional == ["model", "pretrained"]:
         instance = estimator("ViT-B-32", "openai")
         assert (instance.model, instance.pretrained) == ("ViT-B-32", "openai")
 
