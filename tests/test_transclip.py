@@ -48,7 +48,7 @@ def test_zero_shot_gains_from_the_unlabelled_test_images(cars_data):
     clf.fit(X, _hide(y))  # no label at all: the images to classify, unlabelled
     before = zero_shot_accuracy(text, text, classes, X, y)
     assert clf.uses_unlabelled_ and clf.cv_results_ is None
-    # 58.96 % -> 61.83 % here (benchmarks/README.md)
+    # 58.96 % -> 61.83 % here (README, Results)
     assert np.mean(clf.transduction_ == y) >= before + 0.025
 
 
