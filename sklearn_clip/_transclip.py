@@ -280,18 +280,18 @@ class TransCLIPClassifier(
             )
         transduction = np.empty(len(y), dtype=classes.dtype)
         transduction[labelled] = y_labelled
+        # The estimator scores each unlabelled row once; the mixtures share it.
+        log_proba = self._estimator_log_proba(self.estimator_, X[unlabelled])
         if self.uses_unlabelled_:
             assignments, self.coef_, self.intercept_ = self._mixture(
-                X[labelled], codes, X[unlabelled], self.estimator_
+                X[labelled], codes, X[unlabelled], log_proba
             )
             transduction[unlabelled] = classes[assignments.argmax(axis=1)]
             self.new_image_weight_ = self._new_image_weight(
-                X[labelled], codes, X[unlabelled]
+                X[labelled], codes, X[unlabelled], log_proba
             )
-        elif unlabelled.any():
-            transduction[unlabelled] = classes[
-                self._estimator_log_proba(self.estimator_, X[unlabelled]).argmax(1)
-            ]
+        else:
+            transduction[unlabelled] = classes[log_proba.argmax(axis=1)]
         self.transduction_ = transduction
         return self
 
@@ -330,15 +330,13 @@ class TransCLIPClassifier(
         differences = []  # per held-out row: mixture right - estimator right
         for train, held_out in folds.split(X_labelled, codes):
             estimator = clone(base).fit(X_labelled[train], self.classes_[codes[train]])
-            alone = self._estimator_log_proba(estimator, X_labelled[held_out])
+            hidden = np.vstack([X_labelled[held_out], X_unlabelled])
+            log_proba = self._estimator_log_proba(estimator, hidden)
             assignments, _, _ = self._mixture(
-                X_labelled[train],
-                codes[train],
-                np.vstack([X_labelled[held_out], X_unlabelled]),
-                estimator,
+                X_labelled[train], codes[train], hidden, log_proba
             )
             truth = codes[held_out]
-            right_alone = alone.argmax(1) == truth
+            right_alone = log_proba[: len(held_out)].argmax(1) == truth
             right_mixture = assignments[: len(held_out)].argmax(1) == truth
             results["estimator"].append(right_alone.mean())
             results["with_unlabelled"].append(right_mixture.mean())
@@ -352,12 +350,13 @@ class TransCLIPClassifier(
         standard_error = differences.std() / np.sqrt(len(differences))
         return bool(differences.mean() + standard_error >= 0)
 
-    def _mixture(self, X_labelled, codes, X_unlabelled, estimator):
-        """Fit the mixture; return the unlabelled rows' class assignments and
-        the mixture as a linear classifier ``(coef, intercept)``.
+    def _mixture(self, X_labelled, codes, X_unlabelled, log_proba):
+        """Fit the mixture, with the estimator's log-probabilities of the
+        unlabelled rows as prior; return the unlabelled rows' class
+        assignments and the mixture as a linear classifier ``(coef, intercept)``.
         """
         n_classes = len(self.classes_)
-        prior = self.prior_weight * self._estimator_log_proba(estimator, X_unlabelled)
+        prior = self.prior_weight * log_proba
         # Unit-norm rows, as CLIP compares them: the mixture ignores norms.
         features = l2_normalize(np.vstack([X_unlabelled, X_labelled]))
         n_unlabelled = len(X_unlabelled)
@@ -385,7 +384,7 @@ class TransCLIPClassifier(
         # On unit-norm embeddings (not centred); see _log_likelihood.
         return assignments[:n_unlabelled], coef, intercept - coef @ center
 
-    def _new_image_weight(self, X_labelled, codes, X_unlabelled):
+    def _new_image_weight(self, X_labelled, codes, X_unlabelled, log_proba):
         """Weight of the mixture's log-likelihood for images not in ``fit``.
 
         A mixture fitted to few images per class fits them, not new ones
@@ -409,8 +408,8 @@ class TransCLIPClassifier(
             ).split(X_unlabelled)
         )
         fits = [
-            self._mixture(X_labelled, codes, X_unlabelled[half], self.estimator_)
-            for half in halves
+            self._mixture(X_labelled, codes, X_unlabelled[rows], log_proba[rows])
+            for rows in halves
         ]
         prior, log_likelihood, targets = [], [], []
         # Each half's mixture scores the other half, against the assignments
@@ -418,9 +417,10 @@ class TransCLIPClassifier(
         for (_, coef, intercept), (scored_assignments, _, _), scored in zip(
             fits, fits[::-1], halves[::-1]
         ):
-            scored_rows = X_unlabelled[scored]
-            prior.append(self._estimator_log_proba(self.estimator_, scored_rows))
-            log_likelihood.append(_log_likelihood(scored_rows, coef, intercept))
+            prior.append(log_proba[scored])
+            log_likelihood.append(
+                _log_likelihood(X_unlabelled[scored], coef, intercept)
+            )
             targets.append(scored_assignments)
         prior = self.prior_weight * np.vstack(prior)
         log_likelihood, targets = np.vstack(log_likelihood), np.vstack(targets)
