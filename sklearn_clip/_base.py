@@ -15,7 +15,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._compat import _check_sample_weight
-from ._text import encode_class_names, logit_scale_of
+from ._text import encode_class_names, is_sigmoid_model, logit_bias_of, logit_scale_of
 from ._validation import check_text_features
 from ._version import __version__
 from ._warnings import warn
@@ -259,6 +259,16 @@ def proba_from_logits(logits):
     return softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
 
+def sigmoid_proba_from_logits(logits):
+    """Independent per-class probabilities ``sigmoid(logit)`` (float64), as
+    a sigmoid-trained model (SigLIP) scores each image-text pair; rows need
+    not sum to 1.
+    """
+    from scipy.special import expit
+
+    return expit(np.asarray(logits, dtype=np.float64))
+
+
 def log_proba_from_logits(logits):
     """``log(proba_from_logits)``, ``-inf`` where a probability underflows
     to 0 (as scikit-learn's classifiers give it).
@@ -412,6 +422,16 @@ class TextClassesMixin:
             text_features = text_features(classes, n_features)
         if text_features is not None:
             text = check_text_features(text_features, len(classes), n_features)
+            if self.logit_scale is None and is_sigmoid_model(self.model):
+                warn(
+                    f"{type(self).__name__}: text_features is given without "
+                    f"logit_scale, so CLIP's {DEFAULT_LOGIT_SCALE:g} is assumed; "
+                    f"but {self.model!r} is sigmoid-trained (SigLIP) with a "
+                    "learned scale and bias of its own. Pass logit_scale= (and "
+                    "logit_bias= where the estimator has it), e.g. from "
+                    "load_clip(...).model.logit_scale.exp() and .logit_bias.",
+                    UserWarning,
+                )
             scale = self.logit_scale or DEFAULT_LOGIT_SCALE
             return text, float(scale)
         names = self._prompt_names(classes, class_names)
@@ -443,7 +463,23 @@ class TextClassesMixin:
     def _zero_shot_logits(self, X):
         # float64: a row's logits do not depend on the rows scored with it.
         X = l2_normalize(np.asarray(X, dtype=np.float64))
-        return self.logit_scale_ * X @ np.asarray(self.text_features_, np.float64).T
+        logits = self.logit_scale_ * X @ np.asarray(self.text_features_, np.float64).T
+        # A sigmoid-trained model's (SigLIP) logits include its learned bias;
+        # pickles from before the bias was recorded have none.
+        return logits + getattr(self, "logit_bias_", 0.0)
+
+    def _fit_logit_bias(self):
+        """``logit_bias_``: the ``logit_bias`` parameter where the estimator
+        has one, else the model's learned bias when the text comes from the
+        model (0 for CLIP), else 0.
+        """
+        given = getattr(self, "logit_bias", None)
+        if given is not None:
+            self.logit_bias_ = float(given)
+        elif self.text_features is None:
+            self.logit_bias_ = logit_bias_of(self.model, self.pretrained, self.device)
+        else:
+            self.logit_bias_ = 0.0
 
     def _fit_text(self, X, y_encoded):
         """Embed the names of ``classes_`` and check them against ``X``."""

@@ -10,7 +10,14 @@ import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from ._base import BaseCLIPEstimator
-from ._clip import embedding_dim, load_clip, quantized_image_encoder
+from ._clip import (
+    check_preprocess,
+    embedding_dim,
+    load_clip,
+    model_schema,
+    quantized_image_encoder,
+    weights_file,
+)
 from ._compat import Interval, StrOptions
 from ._embedding_cache import (
     EmbeddingCache,
@@ -49,10 +56,21 @@ class CLIPFeaturizer(
     ----------
     model : str, default="ViT-B-32"
         open_clip architecture name. ``"sklearn-clip-tiny"`` is a small
-        random-weight model for tests and docs.
+        random-weight model for tests and docs. ``"hf-hub:ORG/NAME"`` and
+        ``"local-dir:FOLDER"`` name a model published with its configuration
+        (see :func:`load_clip`).
     pretrained : str, path or None, default="laion2b_s34b_b79k"
         open_clip pretrained tag, path to a local checkpoint file, or ``None``
         for random weights.
+    preprocess : None, str or dict, default=None
+        The image preprocessing. None: the weights' own (a tag's, the
+        ``hf-hub:``/``local-dir:`` configuration's, or for a checkpoint file
+        the one published for ``model`` when all its tags agree; an error
+        names the choices when they differ). A tag of ``model`` copies that
+        tag's preprocessing; a dict gives ``mean`` and ``std`` (three numbers
+        each) and optionally ``interpolation`` (``"bicubic"``,
+        ``"bilinear"``) and ``resize_mode`` (``"shortest"``, ``"squash"``,
+        ``"longest"``). Part of the embedding cache's key.
     device : str, default="auto"
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
         ``"cuda:1"``, ... Resolved each time the model is used.
@@ -147,6 +165,7 @@ class CLIPFeaturizer(
     _parameter_constraints = {
         "model": [str],
         "pretrained": PRETRAINED_CONSTRAINT,
+        "preprocess": [str, dict, None],
         "device": DEVICE_CONSTRAINT,
         "precision": PRECISION_CONSTRAINT,
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -168,6 +187,7 @@ class CLIPFeaturizer(
         model="ViT-B-32",
         pretrained="laion2b_s34b_b79k",
         *,
+        preprocess=None,
         device="auto",
         precision="auto",
         batch_size=64,
@@ -182,6 +202,7 @@ class CLIPFeaturizer(
     ):
         self.model = model
         self.pretrained = pretrained
+        self.preprocess = preprocess
         self.device = device
         self.precision = precision
         self.batch_size = batch_size
@@ -207,6 +228,7 @@ class CLIPFeaturizer(
         self : CLIPFeaturizer
         """
         self._validate_params()
+        check_preprocess(self.preprocess)
         self.embedding_dim_ = embedding_dim(self.model)
         self._n_features_out = self.embedding_dim_
         return self
@@ -240,7 +262,9 @@ class CLIPFeaturizer(
 
     def _embed_items(self, items):
         """Embed validated ``items``; see :func:`embed_items`."""
-        clip = load_clip(self.model, self.pretrained, self.device)
+        clip = load_clip(
+            self.model, self.pretrained, self.device, preprocess=self.preprocess
+        )
         if self.quantize and clip.device.type != "cpu":
             raise ValueError(
                 f"quantize=True runs on the CPU only; this featurizer runs on "
@@ -417,7 +441,14 @@ def _encode_in_chunks(encode, batch, chunk):
 #: image; the others (batch size, workers, caches, progress) decide only how
 #: it is computed. Declared once: the cache key and a distributed job's
 #: manifest are both made from these.
-EMBEDDING_PARAMETERS = ("model", "pretrained", "precision", "normalize", "quantize")
+EMBEDDING_PARAMETERS = (
+    "model",
+    "pretrained",
+    "preprocess",
+    "precision",
+    "normalize",
+    "quantize",
+)
 
 
 def embedding_parameters(featurizer):
@@ -426,7 +457,23 @@ def embedding_parameters(featurizer):
     (the SHA-256 of its bytes).
     """
     values = {name: getattr(featurizer, name) for name in EMBEDDING_PARAMETERS}
+    if (
+        model_schema(featurizer.model)[0] is not None
+        and values["pretrained"] is not None
+    ):
+        # hf-hub: and local-dir: weights are identified by their file's bytes.
+        values["pretrained"] = weights_file(featurizer.model, values["pretrained"])
     values["pretrained"] = checkpoint_identity(values["pretrained"])
+    if values["preprocess"] is None:
+        del values["preprocess"]  # keys of stores written before it existed
+    else:
+        choice = check_preprocess(values["preprocess"])
+        # As JSON gives it back from a manifest: a tag, or a dict of lists.
+        values["preprocess"] = (
+            choice
+            if isinstance(choice, str)
+            else {k: list(v) if isinstance(v, tuple) else v for k, v in choice}
+        )
     return values
 
 

@@ -106,3 +106,23 @@ def logit_scale_of(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="aut
     """CLIP's learned temperature ``exp(logit_scale)`` for a model."""
     clip = load_clip(model, pretrained, device)
     return float(clip.model.logit_scale.exp().item())
+
+
+def logit_bias_of(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto"):
+    """The learned logit bias of a sigmoid-trained model (SigLIP), else 0."""
+    bias = getattr(load_clip(model, pretrained, device).model, "logit_bias", None)
+    return 0.0 if bias is None else float(bias.reshape(-1)[0].item())
+
+
+def is_sigmoid_model(model):
+    """Whether ``model``'s configuration says it was trained with SigLIP's
+    sigmoid loss (it has a logit bias). False when the configuration cannot
+    be read without loading anything.
+    """
+    from ._clip import model_config
+
+    try:
+        config = model_config(model) or {}
+    except Exception:  # noqa: BLE001 - an unknown or unreachable model
+        return False
+    return config.get("init_logit_bias") is not None

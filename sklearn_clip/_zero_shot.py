@@ -1,10 +1,20 @@
 """Zero-shot classification of CLIP image embeddings with class-name prompts."""
 
+from numbers import Real
+
+import numpy as np
 from sklearn.base import ClassifierMixin
 
-from ._base import BaseCLIPEstimator, ClassifierOutputMixin, TextClassesMixin
-from ._compat import _fit_context
+from ._base import (
+    BaseCLIPEstimator,
+    ClassifierOutputMixin,
+    TextClassesMixin,
+    sigmoid_proba_from_logits,
+)
+from ._compat import StrOptions, _fit_context
+from ._text import is_sigmoid_model
 from ._validation import TEXT_PARAMETER_CONSTRAINTS
+from ._warnings import warn
 
 
 class ZeroShotClassifier(
@@ -14,8 +24,11 @@ class ZeroShotClassifier(
 
     ``fit`` learns nothing from the images: it records the classes present in
     ``y`` and embeds their names with CLIP's text encoder (or takes
-    ``text_features``). Predictions are the softmax of CLIP's logit scale
-    times the cosine similarity between image and class embeddings.
+    ``text_features``). The logits are CLIP's logit scale times the cosine
+    similarity between image and class embeddings, plus the model's learned
+    bias for a sigmoid-trained model (SigLIP): the model's own logits.
+    ``predict_proba`` is their softmax over the classes, or with
+    ``probability="sigmoid"`` SigLIP's independent per-class sigmoids.
 
     Parameters
     ----------
@@ -35,7 +48,20 @@ class ZeroShotClassifier(
         given, no CLIP model is loaded.
     logit_scale : float, default=None
         Temperature multiplying cosine similarities. None uses the CLIP
-        model's learned value (100 when ``text_features`` is given).
+        model's learned value (100 when ``text_features`` is given, with a
+        warning when ``model`` is sigmoid-trained).
+    logit_bias : float, default=None
+        Added to every logit. None uses the model's learned bias when the
+        text comes from the model (SigLIP's; 0 for CLIP), and 0 when
+        ``text_features`` is given. Softmax probabilities and predictions do
+        not depend on it; sigmoid probabilities do.
+    probability : {"softmax", "sigmoid"}, default="softmax"
+        What ``predict_proba`` returns. ``"softmax"``: a distribution over
+        the classes (rows sum to 1; what scikit-learn's tools expect).
+        ``"sigmoid"``: ``sigmoid(logit)`` per class, independently, as a
+        sigmoid-trained model (SigLIP) scores each image-text pair: all
+        classes may score low ("none of these"), rows need not sum to 1.
+        Meant for sigmoid-trained models (``fit`` warns otherwise).
     device : str, default="auto"
         Device for the text encoder (see :func:`load_clip`).
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
@@ -49,6 +75,8 @@ class ZeroShotClassifier(
         Unit-norm class embeddings, rows in ``classes_`` order.
     logit_scale_ : float
         The temperature in use.
+    logit_bias_ : float
+        The bias in use (0 for CLIP).
     n_features_in_ : int
         Embedding width.
 
@@ -74,7 +102,11 @@ class ZeroShotClassifier(
     ['cat', 'dog', 'fox', 'dog']
     """
 
-    _parameter_constraints = dict(TEXT_PARAMETER_CONSTRAINTS)
+    _parameter_constraints = {
+        **TEXT_PARAMETER_CONSTRAINTS,
+        "logit_bias": [Real, None],
+        "probability": [StrOptions({"softmax", "sigmoid"})],
+    }
 
     def __init__(
         self,
@@ -85,6 +117,8 @@ class ZeroShotClassifier(
         class_names=None,
         text_features=None,
         logit_scale=None,
+        logit_bias=None,
+        probability="softmax",
         device="auto",
         precision="auto",
     ):
@@ -94,6 +128,8 @@ class ZeroShotClassifier(
         self.class_names = class_names
         self.text_features = text_features
         self.logit_scale = logit_scale
+        self.logit_bias = logit_bias
+        self.probability = probability
         self.device = device
         self.precision = precision
 
@@ -113,11 +149,65 @@ class ZeroShotClassifier(
         -------
         self : ZeroShotClassifier
         """
+        self.logit_bias_ = 0.0
         self._fit_classes_and_text(X, y)
+        self._fit_logit_bias()
+        if (
+            self.probability == "sigmoid"
+            and self.logit_bias is None
+            and not (self.text_features is None and is_sigmoid_model(self.model))
+        ):
+            warn(
+                "ZeroShotClassifier: probability='sigmoid' is meant for "
+                f"sigmoid-trained models (SigLIP); {self.model!r} with "
+                + (
+                    "text_features and no logit_bias"
+                    if self.text_features is not None
+                    else "a softmax-trained text tower"
+                )
+                + " gives sigmoid(scale * cosine) with no learned bias, which is "
+                "no calibrated probability.",
+                UserWarning,
+            )
         return self
 
     def _logits(self, X):
         return self._zero_shot_logits(X)
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in ``classes_`` order.
+
+        The softmax of the logits over the classes, or with
+        ``probability="sigmoid"`` each class's own ``sigmoid(logit)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        if self.probability == "sigmoid":
+            return sigmoid_proba_from_logits(self._checked_logits(X))
+        return super().predict_proba(X)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        if self.probability == "sigmoid":
+            from scipy.special import log_expit
+
+            return log_expit(np.asarray(self._checked_logits(X), np.float64))
+        return super().predict_log_proba(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

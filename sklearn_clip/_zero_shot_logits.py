@@ -1,5 +1,7 @@
 """Zero-shot logits as features, for the "image + logits" probe."""
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -25,6 +27,10 @@ class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
     append : bool, default=True
         Output ``[embedding, logits]``; False outputs the logits alone.
     %(class_text)s
+    logit_bias : float, default=None
+        Added to every logit. None uses the model's learned bias when the
+        text comes from the model (SigLIP's; 0 for CLIP), and 0 when
+        ``text_features`` is given.
     device : str, default="auto"
         Device of the text encoder; ``"auto"`` is CUDA when available.
 
@@ -33,6 +39,7 @@ class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
     classes_ : ndarray of shape (n_classes,)
     text_features_ : ndarray of shape (n_classes, n_features)
     logit_scale_ : float
+    logit_bias_ : float
     n_features_in_ : int
 
     See Also
@@ -53,7 +60,11 @@ class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
     (2, 6)
     """
 
-    _parameter_constraints = {**TEXT_PARAMETER_CONSTRAINTS, "append": ["boolean"]}
+    _parameter_constraints = {
+        **TEXT_PARAMETER_CONSTRAINTS,
+        "append": ["boolean"],
+        "logit_bias": [Real, None],
+    }
 
     def __init__(
         self,
@@ -65,6 +76,7 @@ class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
         class_names=None,
         text_features=None,
         logit_scale=None,
+        logit_bias=None,
         precision="auto",
         device="auto",
     ):
@@ -75,6 +87,7 @@ class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
         self.class_names = class_names
         self.text_features = text_features
         self.logit_scale = logit_scale
+        self.logit_bias = logit_bias
         self.device = device
         self.precision = precision
 
@@ -91,7 +104,9 @@ class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
         -------
         self : ZeroShotLogits
         """
+        self.logit_bias_ = 0.0
         self._fit_classes_and_text(X, y)
+        self._fit_logit_bias()
         return self
 
     def transform(self, X):

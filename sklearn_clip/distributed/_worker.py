@@ -44,7 +44,10 @@ def load_worker(params):
     """
     featurizer = worker_featurizer(params)
     return featurizer, load_clip(
-        featurizer.model, featurizer.pretrained, featurizer.device
+        featurizer.model,
+        featurizer.pretrained,
+        featurizer.device,
+        preprocess=featurizer.preprocess,
     )
 
 
