@@ -13,7 +13,6 @@ import socket
 import threading
 import urllib.parse
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import open_clip
 import torch
