@@ -187,6 +187,7 @@ def load_images(
     *,
     model,
     pretrained,
+    preprocess=None,
     device="auto",
     test_size=0.5,
     random_state=0,
@@ -222,7 +223,11 @@ def load_images(
         train = np.isin(np.arange(len(rows)), train_idx)
         test = ~train
     featurizer = CLIPFeaturizer(
-        model=model, pretrained=pretrained, device=device, progress=progress
+        model=model,
+        pretrained=pretrained,
+        preprocess=preprocess,
+        device=device,
+        progress=progress,
     )
     features = featurizer.transform(paths).astype(np.float32)
     names = {}
@@ -584,6 +589,7 @@ def run(args):
                     path,
                     model=args.model,
                     pretrained=pretrained,
+                    preprocess=getattr(args, "preprocess", None),
                     device=args.device,
                     test_size=args.test_size,
                     progress=progress,

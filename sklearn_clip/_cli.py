@@ -49,6 +49,24 @@ non_negative_int = _number(int, lambda value: value >= 0, "a non-negative intege
 fraction = _number(float, lambda value: 0 < value < 1, "between 0 and 1")
 
 
+def preprocess_choice(text):
+    """``--preprocess``: a pretrained tag, or a JSON object with mean, std,
+    interpolation and resize_mode (an argparse type).
+    """
+    if text.lstrip().startswith("{"):
+        return json_object(text)
+    return text
+
+
+PREPROCESS_HELP = (
+    "image preprocessing when the weights do not carry it: a pretrained tag of "
+    "--model whose preprocessing to copy, or a JSON object such as "
+    '\'{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize_mode": "squash"}\' '
+    "(default: the weights' own: a tag's, an hf-hub:/local-dir: config's, or for "
+    "a checkpoint file the one published for --model)"
+)
+
+
 def json_object(text):
     """A JSON object (an argparse type)."""
     import json
@@ -108,13 +126,21 @@ def build_parser():
     bench.add_argument(
         "--model",
         default="ViT-B-32",
-        help="open_clip model for image folders and CSVs (default: ViT-B-32)",
+        help="open_clip model for image folders and CSVs, or hf-hub:ORG/NAME or "
+        "local-dir:FOLDER (default: ViT-B-32)",
     )
     bench.add_argument(
         "--pretrained",
         default="laion2b_s34b_b79k",
         help="pretrained tag or local checkpoint path; 'none' for random "
         "weights (testing only) (default: laion2b_s34b_b79k)",
+    )
+    bench.add_argument(
+        "--preprocess",
+        type=preprocess_choice,
+        default=None,
+        metavar="TAG|JSON",
+        help=PREPROCESS_HELP,
     )
     bench.add_argument(
         "--device",
@@ -196,13 +222,23 @@ def build_parser():
         help="images per shard (default: 4096)",
     )
     embed.add_argument(
-        "--model", default="ViT-B-32", help="open_clip model (default: ViT-B-32)"
+        "--model",
+        default="ViT-B-32",
+        help="open_clip model, or hf-hub:ORG/NAME or local-dir:FOLDER "
+        "(default: ViT-B-32)",
     )
     embed.add_argument(
         "--pretrained",
         default="laion2b_s34b_b79k",
         help="pretrained tag or local checkpoint path; 'none' for random weights "
         "(default: laion2b_s34b_b79k)",
+    )
+    embed.add_argument(
+        "--preprocess",
+        type=preprocess_choice,
+        default=None,
+        metavar="TAG|JSON",
+        help=PREPROCESS_HELP,
     )
     embed.add_argument(
         "--device",
@@ -261,6 +297,8 @@ def main(argv=None):
         CLIPWeightsUnavailableError,
         ShardsFailedError,
     ) as exc:
+        if isinstance(exc, CLIPWeightsUnavailableError):
+            exc = exc.for_command_line()  # --pretrained PATH, not pretrained='...'
         message = " ".join(str(exc).split())  # one line
         print(f"sklearn-clip {args.command}: error: {message}", file=sys.stderr)
         return 2
@@ -275,6 +313,7 @@ def _embed(args):
     featurizer = CLIPFeaturizer(
         args.model,
         pretrained=None if args.pretrained.lower() == "none" else args.pretrained,
+        preprocess=args.preprocess,
         device=args.device,
         precision=args.precision,
         batch_size=args.batch_size,

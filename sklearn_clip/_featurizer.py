@@ -486,6 +486,8 @@ def embedding_key(featurizer, clip):
     """
     parts = embedding_parameters(featurizer)
     parts["precision"] = resolve_precision(clip.device, parts["precision"])
+    # The transform itself, whichever parameter chose it, decides the key.
+    parts.pop("preprocess", None)
     return namespace_key(
         version=_EMBEDDING_VERSION, preprocess=repr(clip.preprocess), **parts
     )

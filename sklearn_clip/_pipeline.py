@@ -11,6 +11,7 @@ def make_clip_pipeline(
     *,
     model="ViT-B-32",
     pretrained="laion2b_s34b_b79k",
+    preprocess=None,
     memory=None,
     verbose=False,
     **featurizer_params,
@@ -32,6 +33,9 @@ def make_clip_pipeline(
         open_clip architecture, for the featurizer and the head.
     pretrained : str, path or None, default="laion2b_s34b_b79k"
         open_clip tag or local checkpoint path, for both.
+    preprocess : None, str or dict, default=None
+        The featurizer's image preprocessing (see :class:`CLIPFeaturizer`);
+        None is the weights' own.
     memory : str or joblib.Memory, default=None
         Passed to :class:`~sklearn.pipeline.Pipeline`. The featurizer's own
         ``cache_dir`` is usually the better cache: it covers test folds too.
@@ -67,7 +71,9 @@ def make_clip_pipeline(
     params = head.get_params(deep=False) if hasattr(head, "get_params") else {}
     if shared.keys() <= params.keys():
         head.set_params(**shared)
-    featurizer = CLIPFeaturizer(model, pretrained, **featurizer_params)
+    featurizer = CLIPFeaturizer(
+        model, pretrained, preprocess=preprocess, **featurizer_params
+    )
     return Pipeline(
         [("clip", featurizer), ("head", head)], memory=memory, verbose=verbose
     )

@@ -1,0 +1,468 @@
+"""Every CLIP family, loaded the way users hold it: by tag, by checkpoint
+file, by ``hf-hub:`` from the local Hugging Face cache and by ``local-dir:``.
+
+Tiny random-weight configurations shrink the real families' towers (timm's
+``test_vit`` and ``test_convnext`` trunks, one text layer) and keep what
+matters to the loader: custom text towers, SigLIP's logit bias, and each
+family's published preprocessing, registered as a tag of the tiny model.
+Nothing here touches the network (conftest sets HF_HUB_OFFLINE=1).
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from open_clip import pretrained as open_clip_pretrained
+from PIL import Image
+
+from sklearn_clip import (
+    CLIPFeaturizer,
+    CLIPWeightsUnavailableError,
+    ZeroShotClassifier,
+    ZeroShotLogits,
+    clear_clip_cache,
+    encode_class_names,
+    load_clip,
+)
+from sklearn_clip._clip import embedding_dim
+from sklearn_clip._featurizer import embedding_key
+
+huggingface_hub = pytest.importorskip("huggingface_hub")
+
+TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+
+#: family -> (tiny config, the real model whose published tag it copies)
+FAMILIES = {
+    "sigmoid": (
+        {
+            "embed_dim": 32,
+            "init_logit_bias": -10,
+            "custom_text": True,
+            "vision_cfg": {
+                "image_size": 64,
+                "timm_model_name": "test_vit",
+                "timm_pool": "avg",
+                "timm_proj": "linear",
+            },
+            "text_cfg": {
+                **TEXT,
+                "no_causal_mask": True,
+                "proj_bias": True,
+                "pool_type": "last",
+                "norm_kwargs": {"eps": 1e-6},
+            },
+        },
+        ("ViT-B-16-SigLIP", "webli"),
+    ),
+    "mobileclip": (
+        {
+            "embed_dim": 32,
+            "custom_text": True,
+            "vision_cfg": {
+                "image_size": 64,
+                "timm_model_name": "test_convnext",
+                "timm_pool": "avg",
+                "timm_proj": "linear",
+            },
+            "text_cfg": {**TEXT, "no_causal_mask": True},
+        },
+        ("MobileCLIP-S1", "datacompdr"),
+    ),
+    "eva": (
+        {
+            "embed_dim": 32,
+            "custom_text": True,
+            "vision_cfg": {
+                "image_size": 64,
+                "timm_model_name": "test_vit",
+                "timm_pool": "token",
+                "timm_proj": "linear",
+            },
+            "text_cfg": TEXT,
+        },
+        ("EVA02-B-16", "merged2b_s8b_b131k"),
+    ),
+    "convnext": (
+        {
+            "embed_dim": 32,
+            "vision_cfg": {
+                "image_size": 64,
+                "timm_model_name": "test_convnext",
+                "timm_pool": "",
+                "timm_proj": "linear",
+            },
+            "text_cfg": TEXT,
+        },
+        ("convnext_base", "laion400m_s13b_b51k"),
+    ),
+    "clip": (
+        json.loads(
+            (
+                __import__("pathlib").Path(open_clip.__file__).parent
+                / "model_configs"
+                / "ViT-B-32.json"
+            ).read_text()
+        ),
+        ("ViT-B-32", "openai"),
+    ),
+}
+# The CLIP family: ViT-B-32's own config, shrunk.
+FAMILIES["clip"][0].update(embed_dim=32)
+FAMILIES["clip"][0]["vision_cfg"].update(
+    image_size=64, layers=1, width=32, patch_size=16, head_width=16
+)
+FAMILIES["clip"][0]["text_cfg"] = dict(TEXT)
+
+PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+TAG = "published"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def name_of(family):
+    return f"test-tiny-{family}"
+
+
+def published(model, tag):
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    return {key: cfg[key] for key in PREPROCESS_KEYS if key in cfg}
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    """Register the tiny configs, each with one tag carrying its family's
+    published preprocessing, whose weights live in the Hugging Face cache."""
+    folder = tmp_path_factory.mktemp("configs")
+    for family, (config, _) in FAMILIES.items():
+        (folder / f"{name_of(family)}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    with pytest.MonkeyPatch.context() as patch:
+        for family, (_, real) in FAMILIES.items():
+            patch.setitem(
+                open_clip_pretrained._PRETRAINED,
+                name_of(family),
+                {TAG: {"hf_hub": f"test-org/{family}/", **published(*real)}},
+            )
+        yield
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path, families):
+    """An empty local Hugging Face cache in tmp_path; offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub")
+    )
+    clear_clip_cache()
+    yield tmp_path / "hub"
+    clear_clip_cache()
+
+
+def write_repo(cache, repo, files):
+    """Lay ``files`` (name -> callable(path) writing it) out as
+    huggingface_hub stores a download of ``repo``."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(COMMIT)
+    for name, write in files.items():
+        write(snapshot / name)
+    return snapshot
+
+
+def random_weights(model):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        return open_clip.create_model(model).state_dict()
+
+
+def image():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (80, 120, 3), dtype=np.uint8))
+
+
+def reference_image_embedding(model, pretrained):
+    """open_clip's own path: create_model_and_transforms, encode_image."""
+    clip_model, _, preprocess = open_clip.create_model_and_transforms(
+        model, pretrained=pretrained
+    )
+    clip_model.eval()
+    with torch.no_grad():
+        return clip_model.encode_image(preprocess(image())[None]).numpy()[0], (
+            clip_model
+        )
+
+
+def published_folder(directory, family, weights):
+    """An open_clip folder as published on the Hub: config and weights."""
+    model = name_of(family)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_cfg": FAMILIES[family][0],
+        "preprocess_cfg": published(*FAMILIES[family][1]),
+    }
+    (directory / "open_clip_config.json").write_text(json.dumps(config))
+    torch.save(weights, directory / "open_clip_pytorch_model.bin")
+    return model
+
+
+def featurize(model, pretrained, **params):
+    featurizer = CLIPFeaturizer(
+        model, pretrained, device="cpu", normalize=False, num_workers=0, **params
+    )
+    return featurizer.fit_transform([image()])[0]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_image_embeddings_equal_open_clip_by_tag_file_hub_and_folder(
+    family, hub, tmp_path
+):
+    model = name_of(family)
+    weights = random_weights(model)
+    write_repo(
+        hub,
+        f"test-org/{family}",
+        {"open_clip_pytorch_model.bin": lambda path: torch.save(weights, path)},
+    )
+    expected, reference = reference_image_embedding(model, TAG)
+    # The family's published preprocessing reached open_clip's transform.
+    assert tuple(reference.visual.preprocess_cfg["mean"]) == tuple(
+        published(*FAMILIES[family][1]).get("mean", open_clip.OPENAI_DATASET_MEAN)
+    )
+
+    torch.save(weights, tmp_path / "weights.pt")
+    folder = tmp_path / "folder"
+    published_folder(folder, family, weights)
+    write_repo(
+        hub,
+        f"test-org/{family}-published",
+        {
+            "open_clip_config.json": lambda path: path.write_text(
+                (folder / "open_clip_config.json").read_text()
+            ),
+            "open_clip_pytorch_model.bin": lambda path: torch.save(weights, path),
+        },
+    )
+    sources = {
+        "tag": (model, TAG),
+        "file": (model, tmp_path / "weights.pt"),
+        "hf-hub": (f"hf-hub:test-org/{family}-published", "laion2b_s34b_b79k"),
+        "local-dir": (f"local-dir:{folder}", "laion2b_s34b_b79k"),
+    }
+    for source, (name, pretrained) in sources.items():
+        got = featurize(name, pretrained)
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=source)
+        assert embedding_dim(name) == 32
+
+    # The text side is open_clip's tokenizer path, for a hub model too.
+    tokenizer = open_clip.get_tokenizer(model)
+    with torch.no_grad():
+        text = reference.encode_text(tokenizer(["a photo of a cat."]))
+    text = torch.nn.functional.normalize(text, dim=-1).numpy()
+    for name, pretrained in (sources["tag"], sources["hf-hub"]):
+        got = encode_class_names(
+            ["cat"], model=name, pretrained=pretrained, device="cpu"
+        )
+        np.testing.assert_allclose(got, text, atol=1e-5)
+
+
+def test_siglip_logits_are_the_models_own_and_sigmoid_is_offered(hub):
+    family, model = "sigmoid", name_of("sigmoid")
+    weights = random_weights(model)
+    weights["logit_bias"] = torch.tensor([-3.5])
+    write_repo(
+        hub,
+        f"test-org/{family}",
+        {"open_clip_pytorch_model.bin": lambda path: torch.save(weights, path)},
+    )
+    clip = load_clip(model, TAG, device="cpu")
+    assert float(clip.model.logit_bias) == -3.5
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5, 32)).astype(np.float32)
+    y = ["ant", "bee", "cat"]
+    names = np.array(y)
+    with torch.no_grad():
+        text = clip.model.encode_text(clip.tokenizer([f"a photo of a {n}." for n in y]))
+        image_ = torch.nn.functional.normalize(torch.from_numpy(X), dim=-1)
+        text = torch.nn.functional.normalize(text, dim=-1)
+        own = clip.model.logit_scale.exp() * image_ @ text.T + clip.model.logit_bias
+    own = own.numpy()
+
+    # y has fewer rows than two per class: no text-mismatch check.
+    clf = ZeroShotClassifier(model, TAG, device="cpu").fit(X[:3], y)
+    assert clf.logit_bias_ == -3.5
+    np.testing.assert_allclose(clf.decision_function(X), own, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1)  # softmax
+    assert (clf.predict(X) == names[own.argmax(axis=1)]).all()
+
+    sigmoid = ZeroShotClassifier(model, TAG, probability="sigmoid", device="cpu")
+    sigmoid.fit(X[:3], y)
+    np.testing.assert_allclose(
+        sigmoid.predict_proba(X), 1 / (1 + np.exp(-own)), rtol=1e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        sigmoid.predict_log_proba(X), np.log(sigmoid.predict_proba(X)), rtol=1e-6
+    )
+    logits = ZeroShotLogits(model, TAG, append=False, device="cpu").fit(X[:3], y)
+    np.testing.assert_allclose(logits.transform(X), own, rtol=1e-5, atol=1e-5)
+
+    # Precomputed text: the bias is a parameter, the assumed scale warns.
+    with pytest.warns(UserWarning, match="sigmoid-trained"):
+        ZeroShotClassifier(model, TAG, text_features=text.numpy()).fit(X[:3], y)
+    given = ZeroShotClassifier(
+        model,
+        TAG,
+        text_features=text.numpy(),
+        logit_scale=float(clip.model.logit_scale.exp()),
+        logit_bias=-3.5,
+    ).fit(X[:3], y)
+    np.testing.assert_allclose(given.decision_function(X), own, rtol=1e-5, atol=1e-5)
+    with pytest.warns(UserWarning, match="meant for sigmoid-trained"):
+        ZeroShotClassifier(text_features=np.eye(3, 32), probability="sigmoid").fit(
+            np.eye(3, 32), y
+        )
+
+
+@pytest.fixture
+def conflicting(hub, monkeypatch):
+    """A tiny model with two tags preprocessed differently."""
+    model = name_of("eva")
+    monkeypatch.setitem(
+        open_clip_pretrained._PRETRAINED,
+        model,
+        {
+            "openai_like": {"hf_hub": "test-org/a/"},
+            "siglip_like": {
+                "hf_hub": "test-org/b/",
+                **published("ViT-B-16-SigLIP", "webli"),
+            },
+        },
+    )
+    return model, hub
+
+
+def test_a_file_of_a_model_with_conflicting_tags_needs_an_explicit_choice(
+    conflicting, tmp_path
+):
+    model, hub = conflicting
+    weights = random_weights(model)
+    path = tmp_path / "weights.pt"
+    torch.save(weights, path)
+    with pytest.raises(ValueError, match="different image preprocessing") as error:
+        featurize(model, path)
+    assert "openai_like" in str(error.value) and "preprocess=" in str(error.value)
+
+    write_repo(
+        hub,
+        "test-org/b",
+        {"open_clip_pytorch_model.bin": lambda p: torch.save(weights, p)},
+    )
+    expected, _ = reference_image_embedding(model, "siglip_like")
+    by_tag = featurize(model, path, preprocess="siglip_like")
+    np.testing.assert_allclose(by_tag, expected, atol=1e-5)
+    by_values = featurize(
+        model,
+        path,
+        preprocess={
+            "mean": [0.5] * 3,
+            "std": [0.5] * 3,
+            "interpolation": "bicubic",
+            "resize_mode": "squash",
+        },
+    )
+    np.testing.assert_allclose(by_values, expected, atol=1e-5)
+    # Different preprocessing never shares an embedding-cache entry.
+    keys = {
+        embedding_key(
+            CLIPFeaturizer(model, path, preprocess=choice, device="cpu"),
+            load_clip(model, path, "cpu", preprocess=choice),
+        )
+        for choice in ("siglip_like", "openai_like")
+    }
+    assert len(keys) == 2
+    # Text needs no preprocessing: class text from the file still works.
+    assert encode_class_names(["a"], model=model, pretrained=path, device="cpu").shape
+    with pytest.raises(ValueError, match="not a pretrained tag"):
+        featurize(model, path, preprocess="no-such-tag")
+    with pytest.raises(ValueError, match="'mean' and 'std' required"):
+        featurize(model, path, preprocess={"mean": [0.5] * 3})
+
+
+def test_image_work_needs_no_tokenizer_and_text_fails_clearly_offline(
+    hub, tmp_path, monkeypatch
+):
+    # A SigLIP-like model whose tokenizer lives on the Hub, not in the cache.
+    config = json.loads(json.dumps(FAMILIES["sigmoid"][0]))
+    config["text_cfg"]["hf_tokenizer_name"] = "test-org/no-such-tokenizer"
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "test-tiny-hf-tokenizer.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    model = "test-tiny-hf-tokenizer"
+    path = tmp_path / "weights.pt"
+    torch.save(random_weights(model), path)
+    monkeypatch.setitem(
+        open_clip_pretrained._PRETRAINED,
+        model,
+        {TAG: {"hf_hub": "x/", **published("ViT-B-16-SigLIP", "webli")}},
+    )
+    assert featurize(model, path).shape == (32,)  # no tokenizer built
+
+    started = time.perf_counter()
+    with pytest.raises(CLIPWeightsUnavailableError, match="HF_HUB_OFFLINE") as error:
+        ZeroShotClassifier(model, path, device="cpu").fit(np.eye(2, 32), ["a", "b"])
+    assert time.perf_counter() - started < 10
+    assert "test-org/no-such-tokenizer" in str(error.value)
+    assert "Image embeddings need no tokenizer" in str(error.value)
+
+    clear_clip_cache()
+    monkeypatch.setitem(sys.modules, "transformers", None)  # not installed
+    with pytest.raises(ImportError, match=r"sklearn-clip\[transformers\]"):
+        encode_class_names(["a"], model=model, pretrained=path, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: CLIPFeaturizer(m, device="cpu").fit_transform([image()]),
+        lambda m: CLIPFeaturizer(m, device="cpu").fit(),
+        lambda m: ZeroShotClassifier(m, device="cpu").fit(np.eye(2), ["a", "b"]),
+        lambda m: encode_class_names(["a"], model=m, device="cpu"),
+    ],
+    ids=["featurizer", "featurizer-fit", "zero-shot", "encode_class_names"],
+)
+def test_hub_models_missing_offline_fail_fast_with_one_error(make, hub):
+    started = time.perf_counter()
+    with pytest.raises(CLIPWeightsUnavailableError) as error:
+        make("hf-hub:test-org/not-downloaded")
+    assert time.perf_counter() - started < 10
+    message = str(error.value)
+    assert "HF_HUB_OFFLINE" in message and "hf-hub:test-org/not-downloaded" in message
+    assert "local-dir:" in message
+
+
+def test_hub_repo_without_weights_is_an_error_not_random_weights(hub, tmp_path):
+    config = {"model_cfg": FAMILIES["clip"][0]}
+    write_repo(
+        hub,
+        "test-org/config-only",
+        {"open_clip_config.json": lambda p: p.write_text(json.dumps(config))},
+    )
+    with pytest.raises(CLIPWeightsUnavailableError, match="weights"):
+        load_clip("hf-hub:test-org/config-only", device="cpu")
+    with pytest.raises(FileNotFoundError, match="no open_clip_config.json"):
+        load_clip(f"local-dir:{tmp_path}", device="cpu")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_clip(f"local-dir:{tmp_path / 'missing'}", device="cpu")
+
+
+def test_unknown_model_suggests_the_close_name():
+    with pytest.raises(ValueError, match="Did you mean 'ViT-B-32'"):
+        load_clip("ViT-B32", pretrained=None)
+    with pytest.raises(ValueError, match="Did you mean 'openai'"):
+        load_clip("ViT-B-32", pretrained="opneai")
