@@ -37,6 +37,7 @@ _EXPORTS = {
     "make_clip_pipeline": "_pipeline",
     "TEMPLATES": "_text",
     "encode_class_names": "_text",
+    "convert_transformers_clip": "_transformers",
     "AttentionProbeClassifier": "_attention_probe",
     "CLIPAdapterClassifier": "_clip_adapter",
     "TipAdapterClassifier": "_tip_adapter",

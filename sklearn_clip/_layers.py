@@ -40,6 +40,7 @@ LAYERS = {
         "_text",
         "_torch_utils",
         "_training",
+        "_transformers",
         "_unlabelled",
         "_validation",
         "_version",

@@ -30,6 +30,7 @@ from sklearn_clip import (
 )
 from sklearn_clip._clip import embedding_dim
 from sklearn_clip._featurizer import embedding_key
+from sklearn_clip._transformers import convert_transformers_clip
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
 
@@ -466,3 +467,93 @@ def test_unknown_model_suggests_the_close_name():
         load_clip("ViT-B32", pretrained=None)
     with pytest.raises(ValueError, match="Did you mean 'openai'"):
         load_clip("ViT-B-32", pretrained="opneai")
+
+
+def test_command_line_weights_error_speaks_command_line(tmp_path, capsys):
+    from sklearn_clip._cli import main
+
+    image().save(tmp_path / "a.png")
+    code = main(
+        ["embed", str(tmp_path / "a.png"), "--output", str(tmp_path / "out")]
+        + ["--backend", "local", "--workers", "1", "--no-progress"]
+    )
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "--pretrained PATH" in error and "--pretrained none" in error
+    assert "pretrained='" not in error and "HF_HUB_OFFLINE" in error
+
+
+def test_command_line_preprocess_reaches_the_featurizer(hub, tmp_path, monkeypatch):
+    from sklearn_clip import _cli
+
+    seen = {}
+
+    def record(featurizer, paths, output, **kwargs):
+        seen["preprocess"] = featurizer.preprocess
+        raise ValueError("stop here")
+
+    monkeypatch.setattr("sklearn_clip.distributed.embed_to_parquet", record)
+    image().save(tmp_path / "a.png")
+    for given, expected in [
+        ("webli", "webli"),
+        ('{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}', {"mean": [0.5] * 3}),
+    ]:
+        args = ["embed", str(tmp_path / "a.png"), "--output", str(tmp_path / "o")]
+        assert _cli.main(args + ["--preprocess", given]) == 2
+        if isinstance(expected, dict):
+            assert seen["preprocess"]["mean"] == expected["mean"]
+        else:
+            assert seen["preprocess"] == expected
+
+
+def test_transformers_clip_converts_to_an_open_clip_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.CLIPConfig(
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            image_size=32,
+            patch_size=16,
+        ),
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        hf_model = transformers.CLIPModel(config).eval()
+    hf_model.save_pretrained(tmp_path / "hf")
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    (tmp_path / "hf" / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": mean, "image_std": std, "resample": 2})
+    )
+    name = convert_transformers_clip(tmp_path / "hf", tmp_path / "open_clip")
+    assert name == f"local-dir:{tmp_path / 'open_clip'}"
+    clip = load_clip(name, device="cpu")
+    assert clip.preprocess_config["mean"] == tuple(mean)
+    assert clip.preprocess_config["interpolation"] == "bilinear"
+
+    pixels = clip.preprocess(image())[None]
+    ids = clip.tokenizer(["a photo of a cat.", "a photo of a dog."])
+    with torch.no_grad():
+        image_hf = hf_model.get_image_features(pixel_values=pixels)
+        text_hf = hf_model.get_text_features(input_ids=ids)
+    image_hf = getattr(image_hf, "pooler_output", image_hf).numpy()
+    text_hf = getattr(text_hf, "pooler_output", text_hf)
+    got = featurize(name, "laion2b_s34b_b79k")
+    np.testing.assert_allclose(got, image_hf[0], atol=1e-5)
+    text = encode_class_names(["cat", "dog"], model=name, device="cpu")
+    expected = torch.nn.functional.normalize(text_hf, dim=-1).numpy()
+    np.testing.assert_allclose(text, expected, atol=1e-5)
+    # The same from the model object, and clear errors for what does not convert.
+    again = convert_transformers_clip(hf_model, tmp_path / "from-object")
+    assert (tmp_path / "from-object" / "open_clip_model.safetensors").is_file()
+    assert again.startswith("local-dir:")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        convert_transformers_clip(tmp_path, tmp_path / "x")
