@@ -557,3 +557,44 @@ def test_transformers_clip_converts_to_an_open_clip_folder(tmp_path):
     assert again.startswith("local-dir:")
     with pytest.raises(FileNotFoundError, match="config.json"):
         convert_transformers_clip(tmp_path, tmp_path / "x")
+
+
+@pytest.mark.parametrize(
+    "head",
+    ["TipAdapterClassifier", "CLIPAdapterClassifier", "ZSLinearProbeClassifier"]
+    + ["GDAClassifier"],
+)
+def test_few_shot_heads_take_a_sigmoid_models_scale(head, hub):
+    import warnings
+
+    import sklearn_clip
+
+    from .conftest import blobs
+
+    # Text from a sigmoid-trained model: the heads use its learned scale.
+    family, model = "sigmoid", name_of("sigmoid")
+    weights = random_weights(model)
+    weights["logit_scale"] = torch.tensor(np.log(117.3), dtype=torch.float32)
+    write_repo(
+        hub,
+        f"test-org/{family}",
+        {"open_clip_pytorch_model.bin": lambda path: torch.save(weights, path)},
+    )
+    X, y = blobs(60, n_classes=3, n_features=32)
+    labels = np.array(["ant", "bee", "cat"])[y]
+    extra = {"discriminant_weight": 0.5} if head == "GDAClassifier" else {}
+    Head = getattr(sklearn_clip, head)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sklearn_clip.CLIPModelMismatchWarning)
+        fitted = Head(model, TAG, device="cpu", **extra).fit(X, labels)
+    assert fitted.logit_scale_ == pytest.approx(117.3, rel=1e-5)
+    # With text that describes the classes, SigLIP's scale trains as well as
+    # CLIP's 100.
+    centres = np.stack([X[y == k].mean(axis=0) for k in range(3)])
+    scores = [
+        Head(text_features=centres, logit_scale=scale, device="cpu", **extra)
+        .fit(X, labels)
+        .score(X, labels)
+        for scale in (100.0, 117.3)
+    ]
+    assert min(scores) > 0.9 and abs(scores[0] - scores[1]) < 0.05
