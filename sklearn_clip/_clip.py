@@ -501,6 +501,15 @@ def _load_tokenizer(model):
         ) from exc
     except Exception as first:  # noqa: BLE001 - not in the cache: try online
         cached_error = first
+    if schema == "local-dir":
+        # open_clip reads a local-dir: model's tokenizer from the folder only.
+        raise FileNotFoundError(
+            f"The text tokenizer of {model!r} is read from that folder, which "
+            f"lacks its files ({cached_error}). Copy the tokenizer files of the "
+            "Hugging Face repository (tokenizer.json, tokenizer_config.json, "
+            "special_tokens_map.json, ...) into it. Image embeddings need no "
+            "tokenizer."
+        ) from cached_error
     from huggingface_hub import constants
 
     why = None

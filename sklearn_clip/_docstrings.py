@@ -10,7 +10,8 @@ import textwrap
 
 CLIP_MODEL = """\
 model : str, default="ViT-B-32"
-    open_clip architecture. It must be the model that embedded X: class text
+    open_clip architecture, or ``"hf-hub:ORG/NAME"`` / ``"local-dir:FOLDER"``
+    (see :func:`load_clip`). It must be the model that embedded X: class text
     from another model scores at chance level (``fit`` then warns).
 pretrained : str, path or None, default="laion2b_s34b_b79k"
     open_clip pretrained tag or local checkpoint path of that model (see
@@ -34,7 +35,8 @@ default=None
     them warns).
 logit_scale : float or None, default=None
     Temperature multiplying cosine similarities; None uses the CLIP model's
-    learned value (100 when ``text_features`` is given).
+    learned value (SigLIP's too), or 100 when ``text_features`` is given
+    (which warns when ``model`` is sigmoid-trained: pass its scale).
 precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
     Text-encoder precision: bfloat16 on CUDA and float32 on the CPU for
     ``"auto"``."""

@@ -76,8 +76,8 @@ class ZeroShotLogits(TextClassesMixin, TransformerMixin, BaseCLIPEstimator):
         class_names=None,
         text_features=None,
         logit_scale=None,
-        logit_bias=None,
         precision="auto",
+        logit_bias=None,
         device="auto",
     ):
         self.append = append
