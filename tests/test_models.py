@@ -598,3 +598,39 @@ def test_few_shot_heads_take_a_sigmoid_models_scale(head, hub):
         for scale in (100.0, 117.3)
     ]
     assert min(scores) > 0.9 and abs(scores[0] - scores[1]) < 0.05
+
+
+def test_without_the_offline_flag_an_unreachable_hub_fails_fast(
+    hub, tmp_path, monkeypatch
+):
+    # As on a user's machine: HF_HUB_OFFLINE unset, the hub refusing
+    # connections (a loopback port nothing listens on).
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    config = json.loads(json.dumps(FAMILIES["sigmoid"][0]))
+    config["text_cfg"]["hf_tokenizer_name"] = "test-org/tokenizer-elsewhere"
+    (tmp_path / "test-tiny-remote-tokenizer.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "test-tiny-remote-tokenizer.json")
+    folder = tmp_path / "folder"
+    published_folder(folder, "sigmoid", random_weights(name_of("sigmoid")))
+    with pytest.warns(UserWarning, match="random weights"):
+        load_clip("test-tiny-remote-tokenizer", None, "cpu")
+    for make, error in [
+        (lambda: load_clip("hf-hub:test-org/absent", device="cpu"), "unreachable"),
+        (
+            lambda: encode_class_names(
+                ["a"], model="test-tiny-remote-tokenizer", pretrained=None
+            ),
+            "unreachable",
+        ),
+        # Image embeddings of a local-dir: model need no network at all.
+        (lambda: featurize(f"local-dir:{folder}", None), None),
+    ]:
+        started = time.perf_counter()
+        if error is None:
+            assert make().shape == (32,)
+            continue
+        with pytest.raises(CLIPWeightsUnavailableError, match=error):
+            make()
+        assert time.perf_counter() - started < 10
