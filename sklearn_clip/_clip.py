@@ -48,7 +48,7 @@ class CLIPWeightsUnavailableError(RuntimeError):
 
 #: Parameters of the image preprocessing a user may set (open_clip's names).
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
-_INTERPOLATIONS = ("bicubic", "bilinear", "random")
+_INTERPOLATIONS = ("bicubic", "bilinear")
 _RESIZE_MODES = ("shortest", "longest", "squash")
 
 HF_HUB_PREFIX = "hf-hub:"

@@ -634,3 +634,29 @@ def test_without_the_offline_flag_an_unreachable_hub_fails_fast(
         with pytest.raises(CLIPWeightsUnavailableError, match=error):
             make()
         assert time.perf_counter() - started < 10
+
+
+def test_preprocess_is_one_parameter_from_pipeline_to_manifest():
+    from sklearn_clip import make_clip_pipeline
+    from sklearn_clip._cli import build_parser
+    from sklearn_clip._featurizer import embedding_parameters
+
+    choice = {"mean": (0.5,) * 3, "std": (0.5,) * 3, "resize_mode": "squash"}
+    pipe = make_clip_pipeline(ZeroShotClassifier(), preprocess=choice)
+    assert pipe.named_steps["clip"].preprocess == choice
+    # A job's manifest records it as JSON gives it back; the default is absent
+    # (manifests written before the parameter existed stay valid).
+    recorded = embedding_parameters(pipe.named_steps["clip"])["preprocess"]
+    assert recorded == json.loads(json.dumps(recorded))
+    assert recorded["mean"] == [0.5] * 3 and recorded["interpolation"] == "bicubic"
+    assert "preprocess" not in embedding_parameters(CLIPFeaturizer())
+    for command in (["bench", "x.npz"], ["embed", "x", "-o", "y"]):
+        args = build_parser().parse_args([*command, "--preprocess", "webli"])
+        assert args.preprocess == "webli"
+    with pytest.raises(ValueError, match="interpolation"):
+        load_clip(
+            "sklearn-clip-tiny",
+            None,
+            "cpu",
+            preprocess={**choice, "interpolation": "x"},
+        )
