@@ -140,14 +140,20 @@ def embedding_dim(model):
     return int(model_config(model)["embed_dim"])
 
 
-def model_config(model):
+def model_config(model, *, local_only=False):
     """The open_clip model configuration of a name, ``hf-hub:`` repository
     (read from the local Hugging Face cache when it is there, with no network
-    request) or ``local-dir:`` folder.
+    request; only from there with ``local_only``) or ``local-dir:`` folder.
     """
     schema, identifier = model_schema(model)
     if schema == "local-dir":
         return _folder_config(identifier)["model_cfg"]
+    if schema == "hf-hub" and local_only:
+        from huggingface_hub import hf_hub_download
+
+        with _hub_offline(), _quiet_logs():
+            path = hf_hub_download(repo_id=identifier, filename="open_clip_config.json")
+        return json.loads(Path(path).read_text(encoding="utf-8"))["model_cfg"]
     if schema == "hf-hub":
         return _hub_config(identifier)["model_cfg"]
     _check_model_name(model)

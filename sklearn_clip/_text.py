@@ -117,12 +117,12 @@ def logit_bias_of(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="auto
 def is_sigmoid_model(model):
     """Whether ``model``'s configuration says it was trained with SigLIP's
     sigmoid loss (it has a logit bias). False when the configuration cannot
-    be read without loading anything.
+    be read without loading anything or going online.
     """
     from ._clip import model_config
 
     try:
-        config = model_config(model) or {}
+        config = model_config(model, local_only=True) or {}
     except Exception:  # noqa: BLE001 - an unknown or unreachable model
         return False
     return config.get("init_logit_bias") is not None

@@ -238,9 +238,13 @@ class VisualPromptClassifier(
     Parameters
     ----------
     model : str, default="ViT-B-32"
-        open_clip architecture.
+        open_clip architecture, or ``"hf-hub:ORG/NAME"`` /
+        ``"local-dir:FOLDER"``.
     pretrained : str, path or None, default="laion2b_s34b_b79k"
         open_clip tag or local checkpoint path (see :func:`load_clip`).
+    preprocess : None, str or dict, default=None
+        The image preprocessing; None is the weights' own (see
+        :class:`CLIPFeaturizer`).
     prompt : {"padding", "fixed_patch", "random_patch"}, default="padding"
         Prompt design: a learnable frame of width ``prompt_size`` around the
         image (the paper's best), a ``prompt_size`` square at the top-left
@@ -348,6 +352,7 @@ class VisualPromptClassifier(
     _rebuilt_buffers = ("text",)
     _parameter_constraints = {
         **TEXT_PARAMETER_CONSTRAINTS,
+        "preprocess": [str, dict, None],
         "prompt": [StrOptions({"padding", "fixed_patch", "random_patch"})],
         "prompt_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -369,6 +374,7 @@ class VisualPromptClassifier(
         model="ViT-B-32",
         pretrained="laion2b_s34b_b79k",
         *,
+        preprocess=None,
         prompt="padding",
         prompt_size=30,
         templates=PAPER_TEMPLATE,
@@ -389,6 +395,7 @@ class VisualPromptClassifier(
     ):
         self.model = model
         self.pretrained = pretrained
+        self.preprocess = preprocess
         self.prompt = prompt
         self.prompt_size = prompt_size
         self.templates = templates
@@ -433,7 +440,9 @@ class VisualPromptClassifier(
         y = column_or_1d(y, warn=True)
         check_consistent_length(items, y)
         self.classes_, y_encoded = encode_training_labels(self, y)
-        clip = load_clip(self.model, self.pretrained, self.device)
+        clip = load_clip(
+            self.model, self.pretrained, self.device, preprocess=self.preprocess
+        )
         self._check_prompt_fits(clip.image_size)
         self.text_features_, self.logit_scale_ = self._class_text(
             self.classes_,
@@ -569,7 +578,9 @@ class VisualPromptClassifier(
     def _checked_logits(self, X, *, use_prompt=True):
         check_is_fitted(self)
         items = check_image_inputs(X)
-        clip = load_clip(self.model, self.pretrained, self.device)
+        clip = load_clip(
+            self.model, self.pretrained, self.device, preprocess=self.preprocess
+        )
         to_uint8, _, _ = split_preprocess(clip.preprocess)
         module = self.net_.module_
         if module.training or module.mean.device != clip.device:
