@@ -89,6 +89,8 @@ class LoadedCLIP:
         self._pretrained = pretrained
         self._preprocess_choice = preprocess
         self._lock = threading.Lock()
+        # Building a tokenizer may wait on the network: not under _lock.
+        self._tokenizer_lock = threading.Lock()
         self._preprocess_config = None
         self._preprocess = None
         self._tokenizer = None
@@ -116,7 +118,7 @@ class LoadedCLIP:
 
     @property
     def tokenizer(self):
-        with self._lock:
+        with self._tokenizer_lock:
             if self._tokenizer is None:
                 self._tokenizer = _load_tokenizer(self._name)
             return self._tokenizer
