@@ -660,3 +660,47 @@ def test_preprocess_is_one_parameter_from_pipeline_to_manifest():
             "cpu",
             preprocess={**choice, "interpolation": "x"},
         )
+
+
+def test_every_open_clip_architecture_gets_its_published_preprocessing_by_file(
+    tmp_path,
+):
+    from types import SimpleNamespace
+
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    from sklearn_clip._clip import resolve_preprocess
+
+    path = tmp_path / "weights.pt"
+    path.write_bytes(b"")
+    conflicting = []
+    for model in open_clip.list_models():
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        if not tags:
+            continue
+        # What open_clip gives each tag (create_model merges the tag's config).
+        by_tag = {
+            tag: merge_preprocess_dict(
+                PreprocessCfg(), open_clip.get_pretrained_cfg(model, tag)
+            )
+            for tag in tags
+        }
+        fake = SimpleNamespace(
+            visual=SimpleNamespace(preprocess_cfg=dict(by_tag[tags[0]]))
+        )
+        fake.visual.preprocess_cfg.update(mean=(9, 9, 9))  # not the answer
+        distinct = {
+            tuple(tuple(np.atleast_1d(cfg[key])) for key in PREPROCESS_KEYS)
+            for cfg in by_tag.values()
+        }
+        if len(distinct) > 1:
+            with pytest.raises(ValueError, match="different image preprocessing"):
+                resolve_preprocess(model, path, None, fake)
+            conflicting.append(model)
+            continue
+        got = resolve_preprocess(model, path, None, fake)
+        assert distinct == {
+            tuple(tuple(np.atleast_1d(got[key])) for key in PREPROCESS_KEYS)
+        }, model
+    # open_clip 3.3: ViT-H-14 (dfn5b squashes), ViT-H-14-quickgelu, ViT-L-14.
+    assert "ViT-B-16-SigLIP" not in conflicting and len(conflicting) < 10
