@@ -55,8 +55,10 @@ def package_imports(module, tree):
     def absolute(dotted):
         """The parts below the package of an absolute name, or None."""
         head, _, rest = dotted.partition(".")
-        return rest.split(".") if head == "sklearn_clip" and rest else (
-            [] if dotted == "sklearn_clip" else None
+        return (
+            rest.split(".")
+            if head == "sklearn_clip" and rest
+            else ([] if dotted == "sklearn_clip" else None)
         )
 
     for node in ast.walk(tree):
