@@ -230,6 +230,23 @@ def test_every_mutation_applies_to_todays_code(tmp_path):
         (repo / "sklearn_clip" / mutation.module).write_text(before)
 
 
+def test_every_mutation_names_tests_that_exist(tmp_path):
+    # A renamed test would leave its mutation untested (pytest exits 4 or 5,
+    # which the xfail case would take for "not caught yet").
+    repo = scratch_copy(tmp_path)
+    tests = sorted({test for m in MUTATIONS.values() for test in m.tests})
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q"]
+        + ["-p", "no:cacheprovider", *tests],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def mutant_runs(tmp_path_factory):
     """``{mutation name: (exit code, output)}``, None where the data its tests
@@ -267,6 +284,7 @@ def test_the_tests_covering_a_path_fail_when_it_is_broken(name, mutant_runs):
         for path in MUTATIONS[name].data:
             _require(path)  # skips, or fails under CI=true
     code, output = mutant_runs[name]
+    assert code not in (4, 5), f"{name}: its tests were not found\n{output}"
     # 1: tests ran and failed (2-5: interrupted, internal or usage error, or
     # nothing collected: the mutant was not tested).
     assert code == 1, f"{name}: the tests let it through (exit {code})\n{output}"
