@@ -6,10 +6,8 @@ training pool, fits every method on it, and scores on the test split. Nothing
 is tuned on the test split: methods run with their defaults.
 """
 
-import contextlib
 import csv
 import json
-import multiprocessing
 import os
 import platform
 import time
@@ -23,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from ._base import CLIPModelMismatchWarning
+from ._busy import busy_torch_processes
 from ._clip_classifier import (
     CANDIDATES,
     IMAGE_ONLY_CANDIDATES,
@@ -90,50 +89,6 @@ CHOOSERS = ("CLIPClassifier",)
 
 #: Appended to a method's name for its run with unlabelled images.
 UNLABELLED_SUFFIX = " + unlabelled"
-
-
-def _busy_torch_loop(stop, started):
-    """What a busy process runs: a 256x512 @ 512x512 matrix product in a
-    loop, with torch's default threads (another job like ours).
-    """
-    import torch
-
-    a, b = torch.randn(256, 512), torch.randn(512, 512)
-    a @ b
-    started.set()
-    while not stop.is_set():
-        for _ in range(50):
-            a @ b
-
-
-@contextlib.contextmanager
-def busy_torch_processes(n):
-    """Run ``n`` busy torch processes (:func:`_busy_torch_loop`) for the
-    duration of the block: a machine shared with other jobs.
-    """
-    if n < 1:
-        yield
-        return
-    context = multiprocessing.get_context("spawn")
-    stop = context.Event()
-    events = [context.Event() for _ in range(n)]
-    processes = [
-        context.Process(target=_busy_torch_loop, args=(stop, event), daemon=True)
-        for event in events
-    ]
-    for process in processes:
-        process.start()
-    try:
-        for event in events:
-            if not event.wait(120):
-                raise RuntimeError("a busy process did not start within 120 s")
-        yield
-    finally:
-        stop.set()
-        for process in processes:
-            process.join(10)
-            if process.is_alive():
-                process.terminate()
 
 
 def machine():
@@ -558,6 +513,8 @@ def chooser_cost(records, shots, has_text):
         lines.append(
             f"| {n} | {own:.2f} | {name} {slowest:.2f} | {own / slowest:.1f}x |"
         )
+    if not lines:  # none of its candidates was benchmarked beside it
+        return ""
     return "\n".join(
         [
             f"| shots | {chooser} fit (s) | its slowest candidate (s) | ratio |",

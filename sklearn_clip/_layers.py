@@ -27,6 +27,7 @@ in :data:`CONTRACTS`.
 LAYERS = {
     "shared": (
         "_base",
+        "_busy",
         "_clip",
         "_compat",
         "_datasets",

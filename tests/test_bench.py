@@ -1,5 +1,6 @@
 import json
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -255,3 +256,82 @@ def test_bench_runs_each_method_with_and_without_unlabelled_images(tmp_path, cap
         # One labelled image per class: the unlabelled images help a lot.
         assert accuracy["LR + unlabelled"] > accuracy["LR"] + 0.03, protocol
     assert "(transductive)" not in printed and "(inductive" in printed
+
+
+def _tiny_features(path, n_classes=4, dim=16, seed=0):
+    """A features file of well-separated classes (no shared data needed)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim))
+
+    def draw(per_class):
+        y = np.repeat(np.arange(n_classes), per_class)
+        X = centres[y] + 0.5 * rng.normal(size=(len(y), dim))
+        return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32), y
+
+    (X_train, y_train), (X_test, y_test) = draw(6), draw(10)
+    np.savez(path, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test)
+    return path
+
+
+def test_bench_load_times_the_same_draw_beside_busy_torch_processes(
+    tmp_path, capsys, monkeypatch
+):
+    """``bench --load 1``: one busy torch process runs during the second
+    timing (and only then), the load table puts each method's idle and loaded
+    fit side by side and CLIPClassifier's cost is printed for both."""
+    import multiprocessing
+    import re
+
+    path = _tiny_features(tmp_path / "tiny.npz")
+    seen = []
+    real = bench.busy_torch_processes
+
+    def watched(n):
+        with real(n):
+            children = multiprocessing.active_children()
+            seen.append((n, [c.is_alive() for c in children]))
+            yield
+
+    monkeypatch.setattr(bench, "busy_torch_processes", contextmanager(watched))
+    args = ["bench", str(path), "--shots", "2", "--seeds", "1", "--no-progress"]
+    args += ["--methods", "GDA", "CLIPClassifier", "--load", "1"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    assert seen == [(1, [True])]
+    assert not multiprocessing.active_children()
+    printed = capsys.readouterr().out
+    records = json.loads((tmp_path / "out" / "tiny.json").read_text())["records"]
+    idle = {r["method"]: r["fit_seconds"] for r in records if "load" not in r}
+    loaded = {r["method"]: r["fit_seconds"] for r in records if r.get("load") == 1}
+    assert set(idle) == set(loaded) == {"GDA", "CLIPClassifier"}
+    assert len(records) == 4
+    assert "idle and beside 1 busy torch processes" in printed
+    for method in ("GDA", "CLIPClassifier"):
+        a, b = idle[method], loaded[method]
+        row = f"| {method} | {a:.2f} / {b:.2f} ({b / max(a, 1e-9):.1f}x) |"
+        assert row in printed
+    # The chooser's cost against its slowest candidate, idle then loaded.
+    costs = re.findall(
+        r"^\| 2 \| ([\d.]+) \| GDA ([\d.]+) \| ([\d.]+)x \|$", printed, re.M
+    )
+    assert costs == [
+        (
+            f"{t['CLIPClassifier']:.2f}",
+            f"{t['GDA']:.2f}",
+            f"{t['CLIPClassifier'] / t['GDA']:.1f}",
+        )
+        for t in (idle, loaded)
+    ]
+    assert "CLIPClassifier's cost beside 1 busy torch processes" in printed
+    assert re.search(r"of it beside 1 busy torch processes\) on .*\d+ cores", printed)
+
+
+def test_chooser_cost_is_empty_without_its_candidates():
+    records = [
+        dict(method=m, shots=2, seed=0, accuracy=1.0, fit_seconds=1.0)
+        for m in ("LR", "CLIPClassifier")
+    ]
+    assert bench.chooser_cost(records, [2], has_text=False) == ""
+    records.append(dict(records[0], method="GDA", fit_seconds=0.5))
+    assert "| 2 | 1.00 | GDA 0.50 | 2.0x |" in bench.chooser_cost(
+        records, [2], has_text=False
+    )

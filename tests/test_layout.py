@@ -4,6 +4,7 @@ layers it may use, and no private name of one room used by another outside
 the declared contracts."""
 
 import ast
+import functools
 from pathlib import Path
 
 from sklearn_clip._layers import CONTRACTS, LAYERS, MAY_IMPORT, layer_of
@@ -11,6 +12,7 @@ from sklearn_clip._layers import CONTRACTS, LAYERS, MAY_IMPORT, layer_of
 PACKAGE = Path(__file__).resolve().parents[1] / "sklearn_clip"
 
 
+@functools.cache
 def modules():
     """``{module name: syntax tree}``; ``distributed._store`` and the like
     for the subpackage."""
@@ -28,16 +30,71 @@ def room(module):
     return module.split(".")[0]
 
 
+def _resolve(base, dotted, name, known):
+    """``(module, name)`` for ``name`` imported from ``base + dotted`` (lists
+    of parts below the package): a submodule imported by name
+    (``from sklearn_clip import _bench``) is the module itself, any other
+    name comes from the module it is imported from (``__init__`` for the
+    package and ``distributed`` for the subpackage)."""
+    parts = base + [p for p in dotted.split(".") if p]
+    if ".".join(parts + [name]) in known:
+        return ".".join(parts + [name]), name
+    return ".".join(parts) or "__init__", name
+
+
 def package_imports(module, tree):
-    """``(imported module, imported name)`` of every relative import."""
+    """``(imported module, imported name)`` of every import of the package's
+    own modules: relative ones (``from ._text import x``), absolute ones
+    (``from sklearn_clip._bench import x``, ``import sklearn_clip._x as y``,
+    ``from sklearn_clip import _bench``) and ``importlib.import_module`` with
+    a constant name (``"sklearn_clip._x"``, or ``"._x"`` with the package)."""
+    known = set(modules())
     package = ["distributed"] if room(module) == "distributed" else []
     found = []
+
+    def absolute(dotted):
+        """The parts below the package of an absolute name, or None."""
+        head, _, rest = dotted.partition(".")
+        return (
+            rest.split(".")
+            if head == "sklearn_clip" and rest
+            else ([] if dotted == "sklearn_clip" else None)
+        )
+
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package[: len(package) - node.level + 1]
             for alias in node.names:
-                parts = (node.module or alias.name).split(".")
-                found.append((".".join(base + parts), alias.name))
+                found.append(_resolve(base, node.module or "", alias.name, known))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            parts = absolute(node.module)
+            if parts is not None:
+                for alias in node.names:
+                    found.append(_resolve(parts, "", alias.name, known))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = absolute(alias.name)
+                if parts is not None:
+                    target = ".".join(parts) or "__init__"
+                    found.append((target, parts[-1] if parts else "sklearn_clip"))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, (ast.Attribute, ast.Name))
+            and getattr(node.func, "attr", getattr(node.func, "id", None))
+            == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            name = node.args[0].value
+            if name.startswith("."):
+                level = len(name) - len(name.lstrip("."))
+                base = package[: len(package) - level + 1]
+                parts = base + name.lstrip(".").split(".")
+            else:
+                parts = absolute(name)
+            if parts is not None:
+                found.append((".".join(parts) or "__init__", parts[-1]))
     return found
 
 
@@ -119,3 +176,42 @@ def test_the_contracts_name_what_their_rooms_define():
         assert set(names) <= _private_names(trees[module]) | set(
             getattr(__import__(f"sklearn_clip.{module}", fromlist=["_"]), "__all__", ())
         ), module
+
+
+def test_package_imports_resolves_every_spelling_of_an_import():
+    """Absolute imports, aliases and ``import_module`` resolve like relative
+    ones: an estimator module cannot reach another room's private names by
+    spelling the import differently."""
+    source = "\n".join(
+        [
+            "from ._text import encode",
+            "from sklearn_clip._bench import _busy",
+            "from sklearn_clip import _tip_adapter, ZeroShotClassifier",
+            "import sklearn_clip._gda as gda",
+            "import sklearn_clip.distributed._store",
+            "import sklearn_clip",
+            "from sklearn_clip.distributed import EmbeddingStore",
+            "import importlib",
+            "importlib.import_module('sklearn_clip._cli')",
+            "importlib.import_module('._heads', __package__)",
+            "import numpy, sklearn.base",
+            "from sklearn import clone",
+        ]
+    )
+    assert package_imports("_gda", ast.parse(source)) == [
+        ("_text", "encode"),
+        ("_bench", "_busy"),
+        ("_tip_adapter", "_tip_adapter"),
+        ("__init__", "ZeroShotClassifier"),
+        ("_gda", "_gda"),
+        ("distributed._store", "_store"),
+        ("__init__", "sklearn_clip"),
+        ("distributed", "EmbeddingStore"),
+        ("_cli", "_cli"),
+        ("_heads", "_heads"),
+    ]
+    nested = package_imports(
+        "distributed._embed",
+        ast.parse("from .._clip import load_clip\nfrom . import _store"),
+    )
+    assert nested == [("_clip", "load_clip"), ("distributed._store", "_store")]

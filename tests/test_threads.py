@@ -2,6 +2,8 @@
 or predicts on the CPU, the caller's setting restored afterwards, in the
 main thread and in joblib workers."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -33,16 +35,28 @@ def threads_seen(monkeypatch):
     return seen
 
 
+@pytest.fixture
+def two_torch_threads():
+    """Two intra-op torch threads in this thread whatever the machine or
+    ``OMP_NUM_THREADS`` (so that a head's one thread is a change the tests
+    can see), the caller's count restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    assert torch.get_num_threads() == 2
+    yield
+    torch.set_num_threads(before)
+
+
 def _openmp_threads():
     return [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs 2 torch threads")
 def test_a_head_trains_and_predicts_with_one_thread_and_restores_the_setting(
-    threads_seen,
+    two_torch_threads, threads_seen
 ):
     X, y = _data()
     before, openmp = torch.get_num_threads(), _openmp_threads()
+    assert before == 2
     clf = LinearProbeClassifier(device="cpu", random_state=0).fit(X, y)
     training = list(threads_seen)
     clf.predict_proba(X)
@@ -52,33 +66,70 @@ def test_a_head_trains_and_predicts_with_one_thread_and_restores_the_setting(
     assert _openmp_threads() == openmp
 
 
-def test_the_setting_is_restored_when_a_fit_fails(monkeypatch):
+def test_the_setting_is_restored_when_a_fit_fails(monkeypatch, two_torch_threads):
     X, y = _data()
-    before = torch.get_num_threads()
+    during = []
 
     def broken(self, X):
+        during.append(torch.get_num_threads())
         raise RuntimeError("boom")
 
     monkeypatch.setattr(LinearProbeModule, "forward", broken)
     with pytest.raises(RuntimeError, match="boom"):
         LinearProbeClassifier(device="cpu").fit(X, y)
-    assert torch.get_num_threads() == before
+    assert during == [1]  # the setting was changed, then restored
+    assert torch.get_num_threads() == 2
+
+
+_worker_calls = threading.local()
+
+
+def _record_forward_threads():
+    """Make the linear probe's forward pass note torch's thread count in a
+    list of the calling thread's (where one is open); idempotent, so that a
+    loky worker installs it once."""
+    forward = LinearProbeModule.forward
+    if getattr(forward, "records_threads", False):
+        return
+
+    def spy(self, X):
+        seen = getattr(_worker_calls, "seen", None)
+        if seen is not None:
+            seen.append(torch.get_num_threads())
+        return forward(self, X)
+
+    spy.records_threads = True
+    LinearProbeModule.forward = spy
 
 
 def _fit_in_worker(X, y):
+    """A fit in a worker that runs two torch threads: its count before and
+    after, the counts its forward passes saw, its probabilities."""
+    _record_forward_threads()
+    torch.set_num_threads(2)
     before = torch.get_num_threads()
-    clf = LinearProbeClassifier(device="cpu", random_state=0).fit(X, y)
-    return before, torch.get_num_threads(), clf.predict_proba(X)
+    _worker_calls.seen = []
+    try:
+        clf = LinearProbeClassifier(device="cpu", random_state=0).fit(X, y)
+        seen = list(_worker_calls.seen)
+    finally:
+        _worker_calls.seen = None
+    return before, torch.get_num_threads(), seen, clf.predict_proba(X)
 
 
 @pytest.mark.parametrize("backend", ["threading", "loky"])
-def test_joblib_workers_keep_their_setting_and_learn_the_same_model(backend):
+def test_joblib_workers_keep_their_setting_and_learn_the_same_model(
+    backend, monkeypatch
+):
     X, y = _data()
     serial = LinearProbeClassifier(device="cpu", random_state=0).fit(X, y)
+    # The spy in this process (the threading backend) goes with the test.
+    monkeypatch.setattr(LinearProbeModule, "forward", LinearProbeModule.forward)
     with parallel_config(backend=backend, n_jobs=2):
         results = Parallel()(delayed(_fit_in_worker)(X, y) for _ in range(4))
-    for before, after, proba in results:
-        assert after == before
+    for before, after, seen, proba in results:
+        assert before == after == 2
+        assert seen and set(seen) == {1}
         # One thread everywhere: the same floats in any worker.
         np.testing.assert_array_equal(proba, serial.predict_proba(X))
 

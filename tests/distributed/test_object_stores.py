@@ -85,7 +85,9 @@ def test_featurizer_reads_urls_as_the_files_they_hold(s3, images, expected):
     np.testing.assert_array_equal(got, expected)  # NaN rows in the same places
 
 
-def test_embed_urls_into_a_store_in_the_bucket_and_resume(s3, images, expected):
+def test_embed_urls_into_a_store_in_the_bucket_and_resume(
+    s3, images, expected, monkeypatch
+):
     urls, options = s3
     featurizer = CLIPFeaturizer(
         **TINY, batch_size=BATCH_SIZE, on_error="nan", storage_options=options
@@ -103,18 +105,32 @@ def test_embed_urls_into_a_store_in_the_bucket_and_resume(s3, images, expected):
     failed = dict((row, why) for row, _, why in store.errors())
     assert sorted(failed) == [5, 17]  # a corrupt object and a missing key
     assert "not an image file" in failed[5] and "FileNotFoundError" in failed[17]
-    # Lose a shard in the bucket: the same call computes only that one.
+    # Lose a shard in the bucket: the same call computes only that one. The
+    # shards written are recorded where the worker writes them (the store's
+    # LastModified has a 1 s resolution: a rewrite in the same second would
+    # look untouched).
     import s3fs
+
+    from sklearn_clip.distributed import _worker
 
     fs = s3fs.S3FileSystem(**options)
     fs.rm(f"{output}/part-000002.parquet")
     fs.invalidate_cache()
-    before = {p: fs.info(p)["LastModified"] for p in fs.ls(output) if "part-" in p}
+    before = {p: fs.cat_file(p) for p in fs.ls(output) if "part-" in p}
+    written = []
+    write_shard = _worker.write_shard
+
+    def recording(table, shard, *args, **kwargs):
+        written.append(shard)
+        return write_shard(table, shard, *args, **kwargs)
+
+    monkeypatch.setattr(_worker, "write_shard", recording)
     store = embed_to_parquet(
         featurizer, urls, output, shard_size=SHARD_SIZE, storage_options=options
     )
+    assert written == [2]
     fs.invalidate_cache()
-    after = {p: fs.info(p)["LastModified"] for p in fs.ls(output) if "part-" in p}
+    after = {p: fs.cat_file(p) for p in fs.ls(output) if "part-" in p}
     assert set(after) == set(before) | {"photos-embeddings/store/part-000002.parquet"}
     assert all(after[p] == before[p] for p in before)
     with pytest.warns(UserWarning, match="could not be read"):
