@@ -138,8 +138,8 @@ def build_parser():
         default=0,
         metavar="N",
         help="also time seed 0's fits again beside N busy torch processes (other "
-        "jobs on the machine) and print idle and loaded times side by side "
-        "(default: 0, idle only)",
+        "jobs on the machine) and print both times side by side; every table "
+        "says the machine's measured load (default: 0, no busy processes)",
     )
     bench.add_argument(
         "--unlabelled",
