@@ -11,7 +11,6 @@ import csv
 import json
 import multiprocessing
 import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from ._clip_classifier import (
 from ._datasets import load_features
 from ._featurizer import CLIPFeaturizer
 from ._images import load_image_folder
-from ._machine_load import LoadMonitor, MachineLoad
+from ._machine_load import LoadMonitor, MachineLoad, cpu_model
 from ._model_selection import few_shot_indices
 from ._text import encode_class_names
 from ._transclip import TransCLIPClassifier
@@ -144,7 +143,7 @@ def machine():
     import torch
 
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{cpu_model()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
         f"{torch.backends.cpu.get_cpu_capability()})"
     )

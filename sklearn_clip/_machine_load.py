@@ -50,6 +50,22 @@ def _cpu_times():
     return (total - idle - steal) / hz, steal / hz, total / hz
 
 
+def cpu_model():
+    """The processor's name ("AMD EPYC", "Intel(R) Xeon(R) ...") where
+    ``/proc/cpuinfo`` gives it, else the architecture.
+    """
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _own_cpu_seconds():
     """CPU seconds of this process (every thread) and of its children that
     have finished (DataLoader workers, busy processes the bench started).
