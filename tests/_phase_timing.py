@@ -24,7 +24,7 @@ PHASES = (
         lambda report: "test_checks_pass_under_each_kernel_choice" in report.nodeid,
     ),
     (
-        "other slow tests (workflow matrix, fresh processes)",
+        "the other slow tests",
         "-m slow",
         lambda report: "slow" in report.keywords,
     ),
@@ -60,9 +60,10 @@ class PhaseTimer:
             if not self.tests[name]:
                 continue
             selector = f" ({selectors[name]})" if name in selectors else ""
+            count = len(self.tests[name])
             lines.append(
-                f"{name}{selector}: {_minutes(seconds)} in "
-                f"{len(self.tests[name])} tests"
+                f"{name}{selector}: {_minutes(seconds)} in {count} "
+                f"test{'s' if count != 1 else ''}"
             )
         if self.monitor.result is None:
             self.monitor.__exit__(None, None, None)

@@ -98,9 +98,9 @@ def test_the_suite_summary_names_each_slow_phase_with_its_time():
     ):
         timer.pytest_runtest_logreport(r)
     lines = timer.lines()
-    assert lines[0] == "local Dask and Ray clusters (-m distributed): 34.5 s in 1 tests"
+    assert lines[0] == "local Dask and Ray clusters (-m distributed): 34.5 s in 1 test"
     assert lines[1].startswith("estimator checks rerun with torch's kernels")
-    assert lines[1].endswith(": 1 min 1 s in 1 tests")
-    assert lines[2] == f"{OTHER}: 0.2 s in 1 tests"
+    assert lines[1].endswith(": 1 min 1 s in 1 test")
+    assert lines[2] == f"{OTHER}: 0.2 s in 1 test"
     assert lines[3].startswith("whole session: ")
     assert "the machine meanwhile: " in lines[3]
