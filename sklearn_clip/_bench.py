@@ -9,7 +9,6 @@ is tuned on the test split: methods run with their defaults.
 import csv
 import json
 import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from ._clip_classifier import (
 from ._datasets import load_features
 from ._featurizer import CLIPFeaturizer
 from ._images import load_image_folder
+from ._machine_load import LoadMonitor, MachineLoad, cpu_model
 from ._model_selection import few_shot_indices
 from ._text import encode_class_names
 from ._transclip import TransCLIPClassifier
@@ -98,7 +98,7 @@ def machine():
     import torch
 
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{cpu_model()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads, "
         f"{torch.backends.cpu.get_cpu_capability()})"
     )
@@ -474,13 +474,18 @@ def chooser_against_best(summary, shots, chooser="CLIPClassifier"):
     )
 
 
-def load_table(idle, loaded, shots, n_busy):
-    """Fit time of every method on the same draw (seed 0), idle and beside
+def load_table(first, loaded, shots, n_busy):
+    """Fit time of every method on the same draw (seed 0), in the first run
+    (at whatever load the machine had: the table's title says) and beside
     ``n_busy`` busy torch processes, side by side.
     """
-    idle = {(r["method"], r["shots"]): r["fit_seconds"] for r in idle if r["seed"] == 0}
+    first = {
+        (r["method"], r["shots"]): r["fit_seconds"] for r in first if r["seed"] == 0
+    }
     loaded = {(r["method"], r["shots"]): r["fit_seconds"] for r in loaded}
-    header = "| method | " + " | ".join(f"{n} shots: idle / loaded (x)" for n in shots)
+    header = "| method | " + " | ".join(
+        f"{n} shots: first run / loaded (x)" for n in shots
+    )
     lines = [header + " |", "|---" * (len(shots) + 1) + "|"]
     for method in dict.fromkeys(m for m, _ in loaded):
         cells = []
@@ -488,7 +493,7 @@ def load_table(idle, loaded, shots, n_busy):
             if (method, n) not in loaded:
                 cells.append("-")
                 continue
-            a, b = idle[method, n], loaded[method, n]
+            a, b = first[method, n], loaded[method, n]
             cells.append(f"{a:.2f} / {b:.2f} ({b / max(a, 1e-9):.1f}x)")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -497,17 +502,27 @@ def load_table(idle, loaded, shots, n_busy):
 def chooser_cost(records, shots, has_text):
     """CLIPClassifier's fit time against its slowest candidate's (with its
     default candidates: text-based ones when ``has_text``), per shot count,
-    means over the draws of ``records``; "" without it.
+    means over the draws of ``records``; "" without it, and a sentence
+    instead of the table when some candidate was not timed on its own.
     """
     chooser = "CLIPClassifier"
     seconds = summarize(records, "fit_seconds")
     if chooser not in seconds:
         return ""
     candidates = TEXT_CANDIDATES if has_text else IMAGE_ONLY_CANDIDATES
+    # Its slowest candidate is known only where the bench timed every one:
+    # the slowest of a few (zero-shot's 0.001 s) would make any ratio large.
+    missing = [name for name in candidates if name not in seconds]
+    if missing:
+        return (
+            f"Not compared: {chooser} fits {', '.join(candidates)}; the bench "
+            f"did not time {', '.join(missing)} on their own (--methods), so "
+            "its slowest candidate is unknown."
+        )
     lines = []
     slowest_per_shot = _largest_per_shot(seconds, shots, candidates.__contains__)
     for n, (slowest, name) in slowest_per_shot.items():
-        if n not in seconds[chooser]:
+        if n not in seconds[chooser] or any(n not in seconds[c] for c in candidates):
             continue
         own = seconds[chooser][n][0]
         lines.append(
@@ -535,6 +550,10 @@ def run(args):
     measured = 0
     started = time.perf_counter()
     loaded_seconds = 0.0
+    # The machine's load over the timed runs (idle-or-not is measured, never
+    # assumed) and over the runs beside the busy processes.
+    run_load, busy_load = MachineLoad(), MachineLoad()
+    print(f"sklearn-clip bench on {machine()}; {_load_now()}")
     for path in args.data:
         if Path(path).suffix == ".npz":
             dataset = load_features(path)
@@ -551,14 +570,17 @@ def run(args):
                     test_size=args.test_size,
                     progress=progress,
                 )
-        records = run_benchmark(
-            dataset,
-            args.methods,
-            args.shots,
-            args.seeds,
-            progress=progress,
-            unlabelled=args.unlabelled,
-        )
+        with LoadMonitor() as monitor:
+            records = run_benchmark(
+                dataset,
+                args.methods,
+                args.shots,
+                args.seeds,
+                progress=progress,
+                unlabelled=args.unlabelled,
+            )
+        load = monitor.result
+        conditions = load.describe()
         if not records:
             # Earlier results in --out stay as they are.
             print(
@@ -579,17 +601,21 @@ def run(args):
                 accuracy, args.shots, lambda m, s: f"{100 * m:.2f} ± {100 * s:.2f}"
             )
         )
-        print(f"\n## {dataset['name']}: fit time (s), mean over seeds\n")
+        run_load = run_load + load
+        print(f"\n## {dataset['name']}: fit time (s), mean over seeds, {conditions}\n")
         print(markdown_table(seconds, args.shots, lambda m, s: f"{m:.3f}"))
         has_text = dataset["text_features"] is not None
         cost = chooser_cost(records, args.shots, has_text)
         if cost:
-            print(f"\n## {dataset['name']}: CLIPClassifier's cost, idle\n")
+            print(f"\n## {dataset['name']}: CLIPClassifier's cost, {conditions}\n")
             print(cost)
         if args.load:
             # Same draw (seed 0), timed again beside busy processes.
             load_start = time.perf_counter()
-            with busy_torch_processes(args.load):
+            # The monitor outside the busy processes: their CPU time counts
+            # as this run's own once they have finished, so "other
+            # processes" are the machine's other jobs.
+            with LoadMonitor() as busy_monitor, busy_torch_processes(args.load):
                 loaded = run_benchmark(
                     dataset,
                     args.methods,
@@ -600,9 +626,11 @@ def run(args):
                     unlabelled=args.unlabelled,
                 )
             loaded_seconds += time.perf_counter() - load_start
+            busy_load = busy_load + busy_monitor.result
             print(
-                f"\n## {dataset['name']}: fit time (s) of seed 0's draw, idle and "
-                f"beside {args.load} busy torch processes\n"
+                f"\n## {dataset['name']}: fit time (s) of seed 0's draw, "
+                f"{conditions} / beside {args.load} busy torch processes "
+                f"(apart from them, {busy_monitor.result.describe()})\n"
             )
             print(load_table(records, loaded, args.shots, args.load))
             cost = chooser_cost(loaded, args.shots, has_text)
@@ -637,8 +665,21 @@ def run(args):
                 "method\n"
             )
             print(versus)
+        conditions_record = {"machine": machine(), "load": load.as_dict()}
+        if args.load:
+            conditions_record["busy_processes"] = args.load
+            conditions_record["load_beside_busy_processes"] = (
+                busy_monitor.result.as_dict()
+            )
         (out / f"{dataset['name']}.json").write_text(
-            json.dumps({"dataset": dataset["name"], "records": records}, indent=1)
+            json.dumps(
+                {
+                    "dataset": dataset["name"],
+                    "records": records,
+                    "conditions": conditions_record,
+                },
+                indent=1,
+            )
         )
         try:
             plot_accuracy(
@@ -666,7 +707,22 @@ def run(args):
         )
     print(f"\nResults written to {out}/")
     print(f"Benchmark time: {timing} on {machine()}")
+    print(f"Load while timing: {run_load.describe()}")
+    if args.load:
+        print(
+            f"Load beside the {args.load} busy torch processes (theirs not "
+            f"counted): {busy_load.describe()}"
+        )
     return 0
+
+
+def _load_now():
+    """The 1, 5 and 15-minute load averages now, for the header."""
+    try:
+        averages = os.getloadavg()
+    except (AttributeError, OSError):
+        return "load average unknown"
+    return "load average now {:.2f}, {:.2f}, {:.2f} (1, 5, 15 min)".format(*averages)
 
 
 def _check_source(path):

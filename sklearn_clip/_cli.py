@@ -164,8 +164,8 @@ def build_parser():
         default=0,
         metavar="N",
         help="also time seed 0's fits again beside N busy torch processes (other "
-        "jobs on the machine) and print idle and loaded times side by side "
-        "(default: 0, idle only)",
+        "jobs on the machine) and print both times side by side; every table "
+        "says the machine's measured load (default: 0, no busy processes)",
     )
     bench.add_argument(
         "--unlabelled",
@@ -278,6 +278,8 @@ def build_parser():
 
 def main(argv=None):
     """Entry point of the ``sklearn-clip`` command."""
+    if argv is None:  # run as the command, not called from Python
+        return _as_command(sys.argv[1:])
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     from ._clip import CLIPWeightsUnavailableError
@@ -402,3 +404,24 @@ def expand_inputs(inputs, column="image", storage_options=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _as_command(argv):
+    """``main(argv)`` with warnings shown as the command's own lines
+    (``sklearn-clip bench: warning: ...``) instead of a line of the package's
+    code, which a command-line user did not write.
+    """
+    import warnings
+
+    command = next((a for a in argv if not a.startswith("-")), None)
+    prefix = "sklearn-clip" if command is None else f"sklearn-clip {command}"
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(
+            f"{prefix}: warning: {message} ({category.__name__})",
+            file=sys.stderr if file is None else file,
+        )
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        return main(argv)

@@ -577,6 +577,54 @@ class CLIPClassifier(
         }
         return self
 
+    def make_candidate(self, name, *, random_state=None):
+        """One candidate method, unfitted, as ``fit`` builds it.
+
+        The public way to fit one candidate yourself, to compare it with the
+        classifier's choice: it gets this classifier's class text
+        (``text_features_``), temperature (``logit_scale_``) and ``device``.
+
+        Parameters
+        ----------
+        name : str
+            A candidate's name, as ``cv_results_["method"]`` and the
+            ``candidates`` parameter give them.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the candidate's training (``fit`` draws the seeds of its
+            own fits from the classifier's ``random_state``).
+
+        Returns
+        -------
+        estimator : classifier
+            Unfitted; it takes the same ``X`` as this classifier.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_clip import CLIPClassifier
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.vstack([rng.normal(-1, 1, (6, 8)), rng.normal(1, 1, (6, 8))])
+        >>> y = [0] * 6 + [1] * 6
+        >>> clf = CLIPClassifier(random_state=0).fit(X, y)
+        >>> gda = clf.make_candidate("GDA").fit(X, y)
+        >>> type(gda).__name__, gda.score(X, y)
+        ('GDAClassifier', 1.0)
+        """
+        check_is_fitted(self)
+        if name not in CANDIDATES:
+            raise ValueError(
+                f"no candidate method {name!r}; choose from {list(CANDIDATES)}"
+            )
+        candidate = CANDIDATES[name]
+        if candidate.needs_text and self.text_features_ is None:
+            raise ValueError(
+                f"{name!r} needs class text, and this classifier was fitted "
+                f"without any (its candidates: {self.candidates_}); give "
+                "text_features or class_names, or use string labels"
+            )
+        text = self.text_features_ if candidate.needs_text else None
+        return candidate.build(text, self.logit_scale_, random_state, self.device)
+
     def _choose_by_rule(self, names, has_text):
         if self.scoring != "auto" or not self.ensemble:
             warn_unused_parameters(

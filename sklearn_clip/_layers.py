@@ -37,6 +37,7 @@ LAYERS = {
         "_heads",
         "_images",
         "_layers",
+        "_machine_load",
         "_model_selection",
         "_text",
         "_torch_utils",

@@ -56,6 +56,15 @@ def _require(path):
     return path
 
 
+def pytest_configure(config):
+    # A summary section: how long the clusters, the kernel reruns and the
+    # other slow tests took, and the machine's load meanwhile.
+    from ._phase_timing import PhaseTimer
+
+    if not config.pluginmanager.has_plugin("phase-timing"):
+        config.pluginmanager.register(PhaseTimer(), "phase-timing")
+
+
 def pytest_collection_modifyitems(items):
     # needs_data: every test that reads ../shared/data (deselect with
     # -m "not needs_data" on a machine without it).

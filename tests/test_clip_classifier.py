@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from sklearn_clip import CLIPClassifier, GDAClassifier, few_shot_indices
-from sklearn_clip._clip_classifier import CANDIDATES, IMAGE_ONLY_CANDIDATES
+from sklearn_clip._clip_classifier import IMAGE_ONLY_CANDIDATES
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*could represent a regression")
 
@@ -53,10 +53,7 @@ def test_with_text_is_as_good_as_its_best_candidate_on_real_features(load_featur
     assert set(clf.chosen_) <= set(results["method"][results["weight"] > 0])
     # Every candidate on the test split, for reference only.
     singles = {
-        name: CANDIDATES[name]
-        .build(text, clf.logit_scale_, 0, "auto")
-        .fit(X, y)
-        .score(X_test, y_test)
+        name: clf.make_candidate(name, random_state=0).fit(X, y).score(X_test, y_test)
         for name in clf.candidates_
     }
     score = clf.score(X_test, y_test)
@@ -212,3 +209,25 @@ def test_clear_errors():
         CLIPClassifier(random_state=0).fit(X, y)  # image-only: nothing unused
     with pytest.warns(UserWarning, match="templates has no effect"):
         CLIPClassifier(templates="imagenet", random_state=0).fit(X, y)
+
+
+def test_make_candidate_builds_a_candidate_as_fit_does(cars):
+    X, y, _, _, text = cars
+    # Cheap candidates to fit; any candidate can be made.
+    clf = CLIPClassifier(
+        text_features=text, candidates=["zero-shot", "Tip-Adapter"], random_state=0
+    )
+    clf.fit(X, y)
+    probe = clf.make_candidate("ZS linear probe", random_state=3)
+    params = probe.get_params()
+    assert params["text_features"] is clf.text_features_
+    assert params["logit_scale"] == clf.logit_scale_ and params["random_state"] == 3
+    assert probe.fit(X, y).score(X, y) > 0.5
+    with pytest.raises(
+        ValueError, match=r"no candidate method 'GDA\+'; choose from \['zero-shot'"
+    ):
+        clf.make_candidate("GDA+")
+    image_only = CLIPClassifier(candidates=["GDA"], random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="'zero-shot' needs class text"):
+        image_only.make_candidate("zero-shot")
+    assert type(image_only.make_candidate("GDA")) is GDAClassifier

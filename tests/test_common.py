@@ -47,7 +47,8 @@ ESTIMATORS = [
 
 
 # Per estimator and check, with its reason; everything else must pass
-# (xfail_strict). At most ten declarations in all.
+# (xfail_strict). At most ten declarations in all; the docs state the count
+# (tests/test_documented_numbers.py).
 _TEXT_LOGITS = (
     "logits are cosine similarities to the class text; with the checks' "
     "stand-in text, unrelated to their data, training accuracy stays below "

@@ -215,3 +215,21 @@ def test_package_imports_resolves_every_spelling_of_an_import():
         ast.parse("from .._clip import load_clip\nfrom . import _store"),
     )
     assert nested == [("_clip", "load_clip"), ("distributed._store", "_store")]
+
+
+def test_examples_use_public_names_only():
+    # The gallery is what users copy: no private module, no private name.
+    private = []
+    for path in sorted((PACKAGE.parent / "examples").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "sklearn_clip" and any(p.startswith("_") for p in parts):
+                    private.append(f"{path.name}:{node.lineno} imports {name}")
+    assert not private, private

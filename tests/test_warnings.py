@@ -115,3 +115,48 @@ def test_warnings_name_the_users_line_or_the_package_line():
     }
     filename = run(lambda: exec(script, namespace))
     assert filename.endswith("_base.py")
+
+
+def _unused_parameter_fit():
+    # A parameter without effect warns from deep inside the package
+    # (CLIPClassifier.fit -> warn_unused_parameters -> warn).
+    X = np.random.default_rng(0).normal(size=(12, 4))
+    clf = CLIPClassifier(candidates=["GDA"], logit_scale=5.0)
+    return clf.fit, X, [0, 1] * 6
+
+
+def test_a_warning_in_a_worker_process_names_the_package_entry():
+    # A grid-search worker process: its outermost frame is
+    # multiprocessing/process.py, no line of the user's; the warning names
+    # the package's entry point (the fit it called), not multiprocessing.
+    import multiprocessing.process
+
+    fit, X, y = _unused_parameter_fit()
+    worker = compile("fit(X, y)", multiprocessing.process.__file__, "exec")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        exec(worker, {"fit": fit, "X": X, "y": y})
+    (warning,) = [w for w in record if "logit_scale" in str(w.message)]
+    assert warning.filename.endswith("_clip_classifier.py"), warning.filename
+
+
+def test_the_command_shows_warnings_as_its_own_lines(monkeypatch, capsys, tmp_path):
+    from sklearn_clip import _bench
+    from sklearn_clip._cli import main
+
+    def run(args):
+        fit, X, y = _unused_parameter_fit()
+        fit(X, y)
+        return 0
+
+    monkeypatch.setattr(_bench, "run", run)
+    monkeypatch.setattr("sys.argv", ["sklearn-clip", "bench", str(tmp_path)])
+    before = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main() == 0
+    assert warnings.showwarning is before
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("sklearn-clip bench: warning: ")
+    assert "logit_scale" in line and line.endswith("(UserWarning)")
+    assert ".py" not in line
