@@ -11,16 +11,12 @@ probabilities are cast back to the input's type at the end.
 """
 
 import json
+import os
 
 import numpy as np
 
+from ._onnx_runtime import META_CLASSES, META_INPUT, META_PREPROCESS, META_VERSION
 from ._version import __version__
-
-#: Metadata keys of an exported model (read by :mod:`._onnx_runtime`).
-META_CLASSES = "sklearn_clip.classes"
-META_INPUT = "sklearn_clip.input"
-META_PREPROCESS = "sklearn_clip.preprocess"
-META_VERSION = "sklearn_clip.version"
 
 #: The lowest opset the converters write (ReduceSum takes its axes as an
 #: input from 13 on; the norms use ReduceSum, never ReduceL2, whose axes
@@ -203,7 +199,9 @@ def _clip_classifier_logits(g, est, x):
 
     total = None
     for name, weight in est.chosen_.items():
-        member = g.log_proba(_member_proba(g, est.estimators_[name], x), LOG_PROBA_FLOOR)
+        member = g.log_proba(
+            _member_proba(g, est.estimators_[name], x), LOG_PROBA_FLOOR
+        )
         term = g.scale(member, weight / est.temperatures_[name])
         total = term if total is None else g.Add(total, term)
     # After with_classes the members' columns come in another order.
@@ -393,22 +391,59 @@ def _featurizer_shape(operator):
     from skl2onnx.common.data_types import FloatTensorType
 
     operator.outputs[0].type = FloatTensorType(
-        [operator.inputs[0].type.shape[0], operator.raw_operator.n_features_out_]
+        [operator.inputs[0].type.shape[0], _tower_width(operator.raw_operator)]
     )
+
+
+_TOWER_OPTIONS = {"quantize": [False, True], "optimize": [True, False]}
 
 
 def _convert_featurizer(scope, operator, container):
-    from skl2onnx.algebra.onnx_operator import OnnxSubOnnx
-
     est = operator.raw_operator
-    tower = image_tower_onnx(est, opset=_opset(container))
-    sub = OnnxSubOnnx(
-        tower,
-        operator.inputs[0],
-        op_version=container.target_opset,
-        output_names=[operator.outputs[0].full_name],
+    options = container.get_options(est, {"quantize": False, "optimize": True})
+    tower = image_tower_onnx(
+        est,
+        opset=_opset(container),
+        quantize=options["quantize"],
+        optimize=options["optimize"],
     )
-    sub.add_to(scope, container)
+    _splice(tower, operator, scope, container)
+
+
+def _splice(model, operator, scope, container):
+    """Copy a one-input, one-output ONNX model's graph into the container,
+    its names made unique, its input and output wired to the operator's.
+    """
+    from onnx import inliner
+
+    model = inliner.inline_local_functions(model)
+    graph = model.graph
+    names = {graph.input[0].name: operator.inputs[0].full_name}
+    names[graph.output[0].name] = operator.outputs[0].full_name
+
+    def rename(name):
+        if not name:
+            return name  # an omitted optional input
+        if name not in names:
+            names[name] = scope.get_unique_variable_name(f"tower_{name}")
+        return names[name]
+
+    for tensor in graph.initializer:
+        copy = type(tensor)()
+        copy.CopyFrom(tensor)
+        copy.name = rename(tensor.name)
+        container.initializers.append(copy)
+    for node in graph.node:
+        copy = type(node)()
+        copy.CopyFrom(node)
+        copy.input[:] = [rename(n) for n in node.input]
+        copy.output[:] = [rename(n) for n in node.output]
+        copy.name = scope.get_unique_operator_name(f"tower_{node.op_type}")
+        if any(a.g.node or a.graphs for a in node.attribute):
+            raise ValueError("the image tower has sub-graphs; cannot splice it")
+        container.nodes.append(copy)
+    for opset in model.opset_import:
+        container.node_domain_version_pair_sets.add((opset.domain, opset.version))
 
 
 def register_onnx_converters():
@@ -463,5 +498,270 @@ def register_onnx_converters():
         "SklearnClipCLIPFeaturizer",
         _featurizer_shape,
         _convert_featurizer,
+        options=_TOWER_OPTIONS,
     )
     _registered = True
+
+
+# -- the image tower and its preprocessing ----------------------------------------
+
+
+def _loaded_clip(featurizer):
+    from ._clip import load_clip
+
+    return load_clip(featurizer.model, featurizer.pretrained, "cpu")
+
+
+def preprocess_settings(featurizer):
+    """The featurizer's image preprocessing as plain settings for
+    :func:`sklearn_clip._onnx_runtime.preprocess_image` (torch-free).
+
+    Read from the one transform the featurizer applies (``load_clip(...)
+    .preprocess``, open_clip's evaluation transform for the model's
+    configuration), so it follows whatever that transform is; a step with no
+    torch-free equivalent raises instead of being approximated.
+    """
+    steps, mean, std = [], None, None
+    transform = _loaded_clip(featurizer).preprocess
+    for step in getattr(transform, "transforms", [transform]):
+        name = type(step).__name__
+        if name == "Resize":
+            size = step.size
+            size = [size] if isinstance(size, int) else list(size)
+            interpolation = getattr(step.interpolation, "value", step.interpolation)
+            if str(interpolation) not in (
+                "nearest",
+                "bilinear",
+                "bicubic",
+                "box",
+                "hamming",
+                "lanczos",
+            ):
+                raise ValueError(f"unsupported resize interpolation {interpolation!r}")
+            steps.append(
+                {
+                    "op": "resize",
+                    "size": size,
+                    "max_size": step.max_size,
+                    "interpolation": str(interpolation),
+                }
+            )
+        elif name == "CenterCrop":
+            steps.append({"op": "center_crop", "size": list(step.size)})
+        elif name == "Normalize":
+            mean, std = [float(v) for v in step.mean], [float(v) for v in step.std]
+        elif name in ("ToTensor", "MaybeToTensor", "MaybeConvertMode") or (
+            name == "function" and "rgb" in getattr(step, "__name__", "")
+        ):
+            continue  # images are decoded to RGB first; pixels become float32
+        else:
+            raise ValueError(
+                f"The CLIP preprocessing step {step!r} of model "
+                f"{featurizer.model!r} has no torch-free equivalent in "
+                "sklearn-clip's ONNX serving yet; export the head alone "
+                "(input: embeddings)."
+            )
+    if mean is None:
+        raise ValueError(f"The CLIP preprocessing has no Normalize step: {transform}")
+    return {"steps": steps, "mean": mean, "std": std}
+
+
+class _ImageTower:
+    """``encode_image`` (then the featurizer's normalisation) as a module."""
+
+    def __new__(cls, model, normalize):
+        import torch
+
+        class ImageTower(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, pixels):
+                features = self.model.encode_image(pixels).float()
+                if normalize:
+                    features = torch.nn.functional.normalize(features, dim=-1)
+                return features
+
+        return ImageTower().eval()
+
+
+def _tower_width(featurizer):
+    import torch
+
+    clip = _loaded_clip(featurizer)
+    with torch.no_grad():
+        pixels = torch.zeros(1, 3, *clip.image_size)
+        return int(clip.model.encode_image(pixels).shape[1])
+
+
+def image_tower_onnx(featurizer, *, opset=18, quantize=False, optimize=True):
+    """The featurizer's CLIP image tower as an ONNX model.
+
+    Input ``pixels`` (float32, ``(batch, 3, H, W)``, batch dynamic, from
+    :func:`preprocess_settings`), output ``embeddings`` (unit norm when the
+    featurizer normalises). Exported with ``torch.onnx.export(dynamo=True)``
+    (the TorchScript exporter cannot export the fused attention path);
+    ``quantize=True`` adds onnxruntime's dynamic int8 quantisation of the
+    matrix products.
+    """
+    import torch
+
+    clip = _loaded_clip(featurizer)
+    tower = _ImageTower(clip.model, featurizer.normalize)
+    example = torch.zeros(2, 3, *clip.image_size)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            tower,
+            (example,),
+            input_names=["pixels"],
+            output_names=["embeddings"],
+            opset_version=max(opset, 18),
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            optimize=optimize,
+            verbose=False,
+        )
+    model = program.model_proto
+    if quantize:
+        model = _quantized(model)
+    return model
+
+
+def _quantized(model):
+    """The model with its MatMul weights in int8 (onnxruntime's dynamic
+    quantisation).
+    """
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = os.path.join(folder, "fp32.onnx")
+        target = os.path.join(folder, "int8.onnx")
+        onnx.save(model, source)
+        quantize_dynamic(
+            source, target, op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8
+        )
+        return onnx.load(target)
+
+
+# -- one file ------------------------------------------------------------------------
+
+
+def _final_step(estimator):
+    steps = getattr(estimator, "steps", None)
+    return estimator if steps is None else steps[-1][1]
+
+
+def export_onnx(
+    estimator, path=None, *, target_opset=None, quantize=False, optimize=True
+):
+    """Convert a fitted classifier, or a Pipeline ending in one, to ONNX.
+
+    A Pipeline starting with :class:`CLIPFeaturizer` (``make_clip_pipeline``)
+    becomes one graph from preprocessed pixels to probabilities: its input
+    is ``pixels`` (float32, ``(batch, 3, H, W)``) and the preprocessing
+    settings are stored in the metadata. Anything else takes CLIP
+    embeddings (``embeddings``, float32, ``(batch, n_features)``). Outputs:
+    ``label`` and ``probabilities`` (float32). The class labels are stored
+    in the metadata; :class:`sklearn_clip._onnx_runtime.OnnxClassifier`
+    (and ``sklearn-clip predict``) serve the file without torch.
+
+    Parameters
+    ----------
+    estimator : fitted classifier or Pipeline
+    path : str or path, default=None
+        Where to write the model; None only returns it.
+    target_opset : int, default=None
+        ONNX opset; None uses skl2onnx's latest (at least 18 for the tower).
+    quantize : bool, default=False
+        Dynamic int8 quantisation of the image tower's matrix products.
+    optimize : bool, default=True
+        Optimise the exported tower (torch's ONNX optimiser).
+
+    Returns
+    -------
+    onnx.ModelProto
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_clip import ZeroShotClassifier
+    >>> from sklearn_clip._onnx import export_onnx
+    >>> X = np.eye(2, 4, dtype=np.float32)
+    >>> clf = ZeroShotClassifier(text_features=X).fit(X, ["cat", "dog"])
+    >>> model = export_onnx(clf)
+    >>> [i.name for i in model.graph.input]
+    ['embeddings']
+    """
+    register_onnx_converters()
+    from onnx import helper
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.utils.validation import check_is_fitted
+
+    from ._featurizer import CLIPFeaturizer
+
+    final = _final_step(estimator)
+    check_is_fitted(final)
+    if not hasattr(final, "classes_"):
+        raise ValueError(
+            f"export_onnx converts classifiers; {type(final).__name__} has no classes_."
+        )
+    steps = getattr(estimator, "steps", [])
+    first = steps[0][1] if steps else None
+    options = {id(final): {"zipmap": False}}
+    if isinstance(first, CLIPFeaturizer):
+        if first.quantize and not quantize:
+            quantize = True  # serve what the featurizer computes
+        clip = _loaded_clip(first)
+        inputs = [("pixels", FloatTensorType([None, 3, *clip.image_size]))]
+        options[id(first)] = {"quantize": quantize, "optimize": optimize}
+        metadata = {
+            META_INPUT: "pixels",
+            META_PREPROCESS: json.dumps(preprocess_settings(first)),
+        }
+        opset = max(target_opset or 18, 18)
+    else:
+        if isinstance(first, CLIPFeaturizer) or any(
+            isinstance(s, CLIPFeaturizer) for _, s in steps[1:]
+        ):
+            raise ValueError("CLIPFeaturizer must be the first step of the pipeline.")
+        inputs = [("embeddings", FloatTensorType([None, final_input_width(estimator)]))]
+        metadata = {META_INPUT: "embeddings"}
+        opset = target_opset
+    model = convert_sklearn(
+        estimator, initial_types=inputs, options=options, target_opset=opset
+    )
+    metadata[META_CLASSES] = json.dumps(np.asarray(final.classes_).tolist())
+    metadata[META_VERSION] = __version__
+    helper.set_model_props(model, metadata)
+    if path is not None:
+        _save(model, path)
+    return model
+
+
+def final_input_width(estimator):
+    """The number of features the estimator (or pipeline) takes."""
+    width = getattr(estimator, "n_features_in_", None)
+    if width is None:
+        width = getattr(_final_step(estimator), "n_features_in_", None)
+    if width is None:
+        raise ValueError(f"cannot tell the input width of {estimator!r}")
+    return int(width)
+
+
+def _save(model, path):
+    """Write ``model`` to ``path`` atomically (a partial file never remains)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(model.SerializeToString())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
