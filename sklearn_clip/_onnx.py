@@ -268,7 +268,7 @@ def _output_elem_type(variable):
 
 def _label_constant(classes):
     classes = np.asarray(classes)
-    if classes.dtype.kind in "iub":
+    if classes.dtype.kind in "iu":
         return classes.astype(np.int64)
     if classes.dtype.kind in "UO" and all(isinstance(c, str) for c in classes):
         return classes.astype(object)
@@ -358,7 +358,10 @@ def _make_classifier_converter(build_logits):
         proba = g.Softmax(build_logits(g, est, x), axis=1)
         proba_out = g.Cast(proba, to=_output_elem_type(operator.outputs[1]))
         proba_name = _emit(proba_out, operator.outputs[1], scope, container)
-        _add_labels(proba_name, est.classes_, operator.outputs[0], scope, container)
+        # nocl: skl2onnx's option to output class indices, not labels
+        nocl = container.get_options(est, {"nocl": False})["nocl"]
+        classes = np.arange(len(est.classes_)) if nocl else est.classes_
+        _add_labels(proba_name, classes, operator.outputs[0], scope, container)
 
     return convert
 
@@ -566,24 +569,22 @@ def preprocess_settings(featurizer):
     return {"steps": steps, "mean": mean, "std": std}
 
 
-class _ImageTower:
+def _image_tower_module(model, normalize):
     """``encode_image`` (then the featurizer's normalisation) as a module."""
+    import torch
 
-    def __new__(cls, model, normalize):
-        import torch
+    class ImageTower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
 
-        class ImageTower(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
+        def forward(self, pixels):
+            features = self.model.encode_image(pixels).float()
+            if normalize:
+                features = torch.nn.functional.normalize(features, dim=-1)
+            return features
 
-            def forward(self, pixels):
-                features = self.model.encode_image(pixels).float()
-                if normalize:
-                    features = torch.nn.functional.normalize(features, dim=-1)
-                return features
-
-        return ImageTower().eval()
+    return ImageTower().eval()
 
 
 def _tower_width(featurizer):
@@ -608,7 +609,7 @@ def image_tower_onnx(featurizer, *, opset=18, quantize=False, optimize=True):
     import torch
 
     clip = _loaded_clip(featurizer)
-    tower = _ImageTower(clip.model, featurizer.normalize)
+    tower = _image_tower_module(clip.model, featurizer.normalize)
     example = torch.zeros(2, 3, *clip.image_size)
     with torch.no_grad():
         program = torch.onnx.export(
@@ -725,9 +726,7 @@ def export_onnx(
         }
         opset = max(target_opset or 18, 18)
     else:
-        if isinstance(first, CLIPFeaturizer) or any(
-            isinstance(s, CLIPFeaturizer) for _, s in steps[1:]
-        ):
+        if any(isinstance(step, CLIPFeaturizer) for _, step in steps):
             raise ValueError("CLIPFeaturizer must be the first step of the pipeline.")
         inputs = [("embeddings", FloatTensorType([None, final_input_width(estimator)]))]
         metadata = {META_INPUT: "embeddings"}

@@ -165,6 +165,22 @@ def _embedding_rows(paths):
             yield f"{path}:{i}", row, None
 
 
+def _embedding_results(classifier, rows, batch_size):
+    """``(name, proba or None, error or None)`` of embedding rows, scored
+    ``batch_size`` rows at a time.
+    """
+    import itertools
+
+    import numpy as np
+
+    rows = iter(rows)
+    while batch := list(itertools.islice(rows, batch_size)):
+        good = [row for _, row, error in batch if error is None]
+        scores = iter(classifier.predict_proba(np.stack(good)) if good else [])
+        for name, _, error in batch:
+            yield name, None if error else next(scores), error
+
+
 def _predict(args):
     import csv
     import json
@@ -182,12 +198,8 @@ def _predict(args):
         paths = _expand(args.inputs, _IMAGE_SUFFIXES)
         results = classifier.iter_predict_images(paths, batch_size=args.batch_size)
     else:
-        rows = list(_embedding_rows(_expand(args.inputs, (".npy",))))
-        good = [r for r in rows if r[2] is None]
-        proba = iter(
-            classifier.predict_proba(np.stack([r[1] for r in good])) if good else []
-        )
-        results = ((name, None if err else next(proba), err) for name, _, err in rows)
+        rows = _embedding_rows(_expand(args.inputs, (".npy",)))
+        results = _embedding_results(classifier, rows, args.batch_size)
     out = sys.stdout if args.output == "-" else open(args.output, "w", newline="")  # noqa: SIM115
     n_errors = 0
     try:

@@ -190,6 +190,30 @@ def test_norms_reduce_over_rows_in_every_opset(cars, opset):
     np.testing.assert_allclose(onnx_proba(model, X)[1], clf.predict_proba(X), atol=1e-5)
 
 
+def test_to_onnx_with_skl2onnx_defaults_gives_a_zipmap(cars):
+    # skl2onnx's default output for classifiers: one dict per row
+    clf = GDAClassifier().fit(cars["X"], cars["y"])
+    X = cars["X_test"][:5]
+    session = onnxruntime.InferenceSession(
+        to_onnx(clf, X[:1]).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    labels, dicts = session.run(None, {session.get_inputs()[0].name: X})
+    np.testing.assert_array_equal(labels, clf.predict(X))
+    proba = np.array([[row[c] for c in clf.classes_] for row in dicts])
+    np.testing.assert_allclose(proba, clf.predict_proba(X), atol=1e-5)
+
+
+def test_nocl_gives_class_indices(cars):
+    names = np.array([f"car {i:02d}" for i in range(N_CLASSES)])
+    clf = ZeroShotClassifier(text_features=cars["text"]).fit(
+        cars["X"], names[cars["y"]]
+    )
+    X = cars["X_test"][:20]
+    model = to_onnx(clf, X[:1], options={"zipmap": False, "nocl": True})
+    labels, _ = onnx_proba(model, X)
+    np.testing.assert_array_equal(clf.classes_[labels], clf.predict(X))
+
+
 def test_old_opsets_are_refused(cars):
     clf = ZeroShotClassifier(text_features=cars["text"]).fit(cars["X"], cars["y"])
     with pytest.raises(ValueError, match="opset 13 or later"):
@@ -209,6 +233,16 @@ def test_export_stores_labels_and_serves_embeddings(cars, tmp_path):
     np.testing.assert_array_equal(served.predict(X), clf.predict(X))
     with pytest.raises(ValueError, match="classifiers"):
         export_onnx(StandardScaler().fit(cars["X"]))
+    # the command line on .npy files of embeddings
+    np.save(tmp_path / "a.npy", X[:3])
+    out = tmp_path / "out.jsonl"
+    args = ["predict", str(path), str(tmp_path / "a.npy"), "--format", "jsonl"]
+    assert main([*args, "-o", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["path"] for r in records] == [
+        f"{tmp_path / 'a.npy'}:{i}" for i in range(3)
+    ]
+    assert [r["label"] for r in records] == clf.predict(X[:3]).tolist()
 
 
 # -- pixels to probabilities --------------------------------------------------------
