@@ -256,11 +256,32 @@ class OnnxClassifier:
         return self.session.run([self._proba_output], {self._input.name: X})[0]
 
     def predict(self, X):
-        """Labels of a batch of inputs (see :meth:`predict_proba`)."""
+        """Labels of a batch of inputs.
+
+        Parameters
+        ----------
+        X : ndarray
+            Pixels or embeddings, as in :meth:`predict_proba`.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            Elements of ``classes_``.
+        """
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def pixels(self, paths):
-        """Decode and preprocess image files to a float32 batch."""
+        """Decode and preprocess image files to the model's input.
+
+        Parameters
+        ----------
+        paths : list of str or path
+            Image files.
+
+        Returns
+        -------
+        ndarray of shape (n, 3, H, W), float32
+        """
         if self.input_kind != "pixels":
             raise ValueError(
                 "This model takes CLIP embeddings, not images: export a pipeline "
@@ -271,8 +292,23 @@ class OnnxClassifier:
         )
 
     def iter_predict_images(self, paths, batch_size=32):
-        """Yield ``(path, proba or None, error or None)`` for each file, in
-        order; an unreadable file yields its reason and the rest go on.
+        """Predict image files batch by batch; unreadable ones give reasons.
+
+        Parameters
+        ----------
+        paths : list of str or path
+            Image files.
+        batch_size : int, default=32
+            Images per onnxruntime run.
+
+        Yields
+        ------
+        path : str or path
+            The file, in the order given.
+        proba : ndarray of shape (n_classes,) or None
+            Its probabilities; None when it could not be read.
+        error : str or None
+            Why it could not be read.
         """
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]

@@ -366,3 +366,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "missing.onnx"), "x.jpg"]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.joblib"), "-o", "m.onnx"]) == 2
+
+
+def test_sessions_do_not_spin_and_take_the_usable_cores(cars, monkeypatch):
+    from sklearn_clip._onnx_runtime import inference_session, session_thread_count
+
+    clf = ZeroShotClassifier(text_features=cars["text"]).fit(cars["X"], cars["y"])
+    model = export_onnx(clf).SerializeToString()
+    options = inference_session(model).get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == session_thread_count() >= 1
+    monkeypatch.setenv("SKLEARN_CLIP_ONNX_THREADS", "3")
+    assert inference_session(model).get_session_options().intra_op_num_threads == 3
+    monkeypatch.setenv("SKLEARN_CLIP_ONNX_THREADS", "many")
+    with pytest.raises(ValueError, match="SKLEARN_CLIP_ONNX_THREADS"):
+        session_thread_count()
