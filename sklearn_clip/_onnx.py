@@ -17,6 +17,7 @@ import numpy as np
 
 from ._onnx_runtime import META_CLASSES, META_INPUT, META_PREPROCESS, META_VERSION
 from ._version import __version__
+from ._warnings import warn
 
 #: The lowest opset the converters write (ReduceSum takes its axes as an
 #: input from 13 on; the norms use ReduceSum, never ReduceL2, whose axes
@@ -717,6 +718,12 @@ def export_onnx(
     if isinstance(first, CLIPFeaturizer):
         if first.quantize and not quantize:
             quantize = True  # serve what the featurizer computes
+        if first.precision not in ("auto", "fp32"):
+            warn(
+                f"CLIPFeaturizer(precision={first.precision!r}): the exported "
+                "image tower computes in float32.",
+                UserWarning,
+            )
         clip = _loaded_clip(first)
         inputs = [("pixels", FloatTensorType([None, 3, *clip.image_size]))]
         options[id(first)] = {"quantize": quantize, "optimize": optimize}
