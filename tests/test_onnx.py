@@ -381,3 +381,25 @@ def test_sessions_do_not_spin_and_take_the_usable_cores(cars, monkeypatch):
     monkeypatch.setenv("SKLEARN_CLIP_ONNX_THREADS", "many")
     with pytest.raises(ValueError, match="SKLEARN_CLIP_ONNX_THREADS"):
         session_thread_count()
+
+
+def test_int8_tower_keeps_the_embeddings_on_photos(photos):
+    from sklearn_clip import CLIPFeaturizer
+    from sklearn_clip._onnx import image_tower_onnx, preprocess_settings
+    from sklearn_clip._onnx_runtime import inference_session
+
+    featurizer = CLIPFeaturizer(**TINY, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's and quantizer's notes
+        tower = image_tower_onnx(featurizer, quantize=True, optimize=False)
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {
+        node.op_type for node in tower.graph.node
+    }
+    paths = photos[0][::16]
+    settings = preprocess_settings(featurizer)
+    pixels = np.stack([preprocess_image(decode_image(p), settings) for p in paths])
+    session = inference_session(tower.SerializeToString())
+    int8 = session.run(None, {"pixels": pixels})[0]
+    fp32 = featurizer.transform(paths)
+    cosine = np.sum(int8 * fp32, axis=1) / np.linalg.norm(int8, axis=1)
+    assert cosine.min() > 0.999, cosine.min()
