@@ -362,6 +362,20 @@ def test_predict_writes_json_lines(exported, tmp_path, capsys):
         np.testing.assert_allclose(got, row, atol=1e-4)
 
 
+def test_export_reads_skops_files(cars, tmp_path, capsys):
+    import skops.io
+
+    clf = GDAClassifier(text_features=cars["text"]).fit(cars["X"], cars["y"])
+    skops.io.dump(clf, tmp_path / "gda.skops")
+    out = tmp_path / "gda.onnx"
+    assert main(["export", str(tmp_path / "gda.skops"), "-o", str(out)]) == 0
+    assert "input embeddings" in capsys.readouterr().out
+    X = cars["X_test"][:30]
+    np.testing.assert_allclose(
+        OnnxClassifier(out).predict_proba(X), clf.predict_proba(X), atol=1e-5
+    )
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "missing.onnx"), "x.jpg"]) == 2
     assert "no such file" in capsys.readouterr().err
