@@ -525,33 +525,62 @@ def preprocess_settings(featurizer):
     configuration), so it follows whatever that transform is; a step with no
     torch-free equivalent raises instead of being approximated.
     """
+    try:
+        return transform_settings(_loaded_clip(featurizer).preprocess)
+    except ValueError as exc:
+        raise ValueError(
+            f"{exc} (model {featurizer.model!r}); export the head alone "
+            "(input: embeddings) instead."
+        ) from None
+
+
+def _interpolation(step):
+    name = str(getattr(step.interpolation, "value", step.interpolation))
+    if name not in ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"):
+        raise ValueError(f"unsupported resize interpolation {name!r}")
+    return name
+
+
+def transform_settings(transform):
+    """Settings of an open_clip evaluation transform (see
+    :func:`preprocess_settings`): torchvision's ``Resize`` and
+    ``CenterCrop``, open_clip's ``ResizeKeepRatio`` and ``CenterCropOrPad``
+    (every ``resize_mode``), ``Normalize``.
+    """
     steps, mean, std = [], None, None
-    transform = _loaded_clip(featurizer).preprocess
     for step in getattr(transform, "transforms", [transform]):
         name = type(step).__name__
         if name == "Resize":
             size = step.size
             size = [size] if isinstance(size, int) else list(size)
-            interpolation = getattr(step.interpolation, "value", step.interpolation)
-            if str(interpolation) not in (
-                "nearest",
-                "bilinear",
-                "bicubic",
-                "box",
-                "hamming",
-                "lanczos",
-            ):
-                raise ValueError(f"unsupported resize interpolation {interpolation!r}")
             steps.append(
                 {
                     "op": "resize",
                     "size": size,
                     "max_size": step.max_size,
-                    "interpolation": str(interpolation),
+                    "interpolation": _interpolation(step),
                 }
             )
-        elif name == "CenterCrop":
-            steps.append({"op": "center_crop", "size": list(step.size)})
+        elif name == "ResizeKeepRatio":
+            if step.random_scale_prob or step.random_aspect_prob:
+                raise ValueError(f"{step!r} is random (a training transform)")
+            steps.append(
+                {
+                    "op": "resize_keep_ratio",
+                    "size": list(step.size),
+                    "longest": float(step.longest),
+                    "interpolation": _interpolation(step),
+                }
+            )
+        elif name in ("CenterCrop", "CenterCropOrPad"):
+            fill = getattr(step, "fill", 0)
+            steps.append(
+                {
+                    "op": "center_crop",
+                    "size": list(step.size),
+                    "fill": list(fill) if isinstance(fill, (list, tuple)) else fill,
+                }
+            )
         elif name == "Normalize":
             mean, std = [float(v) for v in step.mean], [float(v) for v in step.std]
         elif name in ("ToTensor", "MaybeToTensor", "MaybeConvertMode") or (
@@ -560,10 +589,8 @@ def preprocess_settings(featurizer):
             continue  # images are decoded to RGB first; pixels become float32
         else:
             raise ValueError(
-                f"The CLIP preprocessing step {step!r} of model "
-                f"{featurizer.model!r} has no torch-free equivalent in "
-                "sklearn-clip's ONNX serving yet; export the head alone "
-                "(input: embeddings)."
+                f"The CLIP preprocessing step {step!r} has no torch-free "
+                "equivalent in sklearn-clip's ONNX serving yet"
             )
     if mean is None:
         raise ValueError(f"The CLIP preprocessing has no Normalize step: {transform}")

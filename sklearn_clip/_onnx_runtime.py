@@ -151,38 +151,57 @@ def _resized_size(width, height, size, max_size):
     return (new_short, new_long) if width <= height else (new_long, new_short)
 
 
+def _center_crop_or_pad(image, size, fill):
+    """Center crop of a PIL image as torchvision's ``CenterCrop`` (and
+    open_clip's ``CenterCropOrPad``) make it: pad with ``fill`` where the
+    image is smaller, then crop.
+    """
+    from PIL import Image
+
+    height, width = size
+    pad_w, pad_h = max(0, width - image.size[0]), max(0, height - image.size[1])
+    if pad_w or pad_h:
+        color = tuple(fill) if isinstance(fill, (list, tuple)) else (fill,) * 3
+        padded = Image.new(
+            image.mode, (image.size[0] + pad_w, image.size[1] + pad_h), color
+        )
+        padded.paste(image, (pad_w // 2, pad_h // 2))
+        image = padded
+    top = int(round((image.size[1] - height) / 2.0))
+    left = int(round((image.size[0] - width) / 2.0))
+    return image.crop((left, top, left + width, top + height))
+
+
 def preprocess_image(image, settings):
     """One RGB PIL image to the model's float32 ``(3, H, W)`` input.
 
     ``settings`` is the dict :func:`sklearn_clip._onnx.preprocess_settings`
-    stores in an exported model: ``steps`` (``resize``, ``center_crop``)
-    with their parameters, then ``mean`` and ``std``. The pixels equal
+    stores in an exported model: ``steps`` (``resize``,
+    ``resize_keep_ratio``, ``center_crop``) with their parameters, then
+    ``mean`` and ``std``. The pixels equal
     torchvision's on PIL images (same Pillow resampling, same float32
     arithmetic).
     """
-    from PIL import Image
-
     for step in settings["steps"]:
         if step["op"] == "resize":
             size = _resized_size(*image.size, step["size"], step.get("max_size"))
             if size != image.size:
                 image = image.resize(size, _PIL_FILTERS[step["interpolation"]])
+        elif step["op"] == "resize_keep_ratio":
+            # open_clip's ResizeKeepRatio: the shortest (longest=0) or
+            # longest (1) side's ratio to the target, or a mix
+            width, height = image.size
+            target_h, target_w = step["size"]
+            ratio_h, ratio_w = height / target_h, width / target_w
+            longest = step["longest"]
+            ratio = max(ratio_h, ratio_w) * longest + min(ratio_h, ratio_w) * (
+                1.0 - longest
+            )
+            size = (round(width / ratio), round(height / ratio))
+            if size != image.size:
+                image = image.resize(size, _PIL_FILTERS[step["interpolation"]])
         elif step["op"] == "center_crop":
-            height, width = step["size"]
-            if width > image.size[0] or height > image.size[1]:
-                # torchvision pads with zeros around the image first.
-                pad_w, pad_h = (
-                    max(0, width - image.size[0]),
-                    max(0, height - image.size[1]),
-                )
-                padded = Image.new(
-                    image.mode, (image.size[0] + pad_w, image.size[1] + pad_h)
-                )
-                padded.paste(image, (pad_w // 2, pad_h // 2))
-                image = padded
-            top = int(round((image.size[1] - height) / 2.0))
-            left = int(round((image.size[0] - width) / 2.0))
-            image = image.crop((left, top, left + width, top + height))
+            image = _center_crop_or_pad(image, step["size"], step.get("fill", 0))
         else:
             raise ValueError(f"unknown preprocessing step {step['op']!r}")
     pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)

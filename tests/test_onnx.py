@@ -268,6 +268,46 @@ def test_torch_free_preprocessing_gives_the_featurizers_pixels(photos):
         )
 
 
+@pytest.mark.parametrize("resize_mode", ["shortest", "longest", "squash"])
+def test_every_resize_mode_of_open_clip_gives_the_same_pixels(photos, resize_mode):
+    import open_clip
+
+    from sklearn_clip._onnx import transform_settings
+
+    # a non-square input shows which side is kept; padding is grey
+    transform = open_clip.image_transform(
+        (48, 64), is_train=False, resize_mode=resize_mode, fill_color=128
+    )
+    settings = transform_settings(transform)
+    for path in photos[0][::20]:
+        expected = transform(load_image(path)).numpy()
+        np.testing.assert_array_equal(
+            preprocess_image(decode_image(path), settings), expected
+        )
+    # small images (the CIFAR-10 photos are 32 x 32) are padded
+    tiny = decode_image(photos[0][0]).resize((20, 13))
+    np.testing.assert_array_equal(
+        preprocess_image(
+            tiny,
+            transform_settings(
+                open_clip.image_transform(24, is_train=False, resize_mode=resize_mode)
+            ),
+        ),
+        open_clip.image_transform(24, is_train=False, resize_mode=resize_mode)(
+            tiny
+        ).numpy(),
+    )
+
+
+def test_training_transforms_are_refused():
+    import open_clip
+
+    from sklearn_clip._onnx import transform_settings
+
+    with pytest.raises(ValueError, match="no torch-free equivalent"):
+        transform_settings(open_clip.image_transform(64, is_train=True))
+
+
 @pytest.fixture(scope="module")
 def exported(photos, tmp_path_factory):
     """A tiny-CLIP pipeline fitted on photos, saved with joblib and exported
