@@ -299,6 +299,26 @@ def test_every_resize_mode_of_open_clip_gives_the_same_pixels(photos, resize_mod
     )
 
 
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "L", "I;16", "CMYK"])
+def test_torch_free_decoding_matches_load_image(tmp_path, mode):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (12, 10, 4), dtype=np.uint8)
+    image = Image.fromarray(rgba, "RGBA")
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (12, 10), dtype=np.uint16))
+    elif mode == "P":
+        image = image.convert("RGB").convert("P")
+    elif mode != "RGBA":
+        image = image.convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
+    image.save(path, **({"transparency": 3} if mode == "P" else {}))
+    np.testing.assert_array_equal(
+        np.asarray(decode_image(path)), np.asarray(load_image(path))
+    )
+
+
 def test_training_transforms_are_refused():
     import open_clip
 
