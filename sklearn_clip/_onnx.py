@@ -734,6 +734,11 @@ def export_onnx(
     from ._featurizer import CLIPFeaturizer
 
     final = _final_step(estimator)
+    if type(final).__name__ == "VisualPromptClassifier":
+        raise ValueError(
+            "VisualPromptClassifier does not convert to ONNX yet (it learns a "
+            "prompt on the pixels); the package's classifiers on embeddings do."
+        )
     check_is_fitted(final)
     if not hasattr(final, "classes_"):
         raise ValueError(

@@ -233,6 +233,10 @@ def test_export_stores_labels_and_serves_embeddings(cars, tmp_path):
     np.testing.assert_array_equal(served.predict(X), clf.predict(X))
     with pytest.raises(ValueError, match="classifiers"):
         export_onnx(StandardScaler().fit(cars["X"]))
+    from sklearn_clip import VisualPromptClassifier
+
+    with pytest.raises(ValueError, match="VisualPromptClassifier does not convert"):
+        export_onnx(VisualPromptClassifier(**TINY))
     # the command line on .npy files of embeddings
     np.save(tmp_path / "a.npy", X[:3])
     out = tmp_path / "out.jsonl"
