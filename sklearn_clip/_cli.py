@@ -8,6 +8,7 @@ and exit status 2, as argparse's own do.
 import argparse
 import sys
 
+from . import _onnx_cli
 from ._version import __version__
 
 # Mirrors _bench.METHODS (kept here so that --help does not import torch);
@@ -273,6 +274,7 @@ def build_parser():
         "filesystems' own, from the environment)",
     )
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _onnx_cli.add_commands(commands, positive_int)
     return parser
 
 
@@ -282,6 +284,8 @@ def main(argv=None):
         return _as_command(sys.argv[1:])
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.command in _onnx_cli.COMMANDS:
+        return _onnx_cli.run(args)  # predict imports no torch: before _clip
     from ._clip import CLIPWeightsUnavailableError
     from .distributed import ShardsFailedError
 

@@ -39,6 +39,7 @@ LAYERS = {
         "_layers",
         "_machine_load",
         "_model_selection",
+        "_onnx_runtime",
         "_text",
         "_torch_utils",
         "_training",
@@ -64,12 +65,13 @@ LAYERS = {
         "_bench",
         "_clip_classifier",
         "_discovery",
+        "_onnx",
         "_persistence",
         "_pipeline",
         "_transclip",
         "distributed",
     ),
-    "entry points": ("__init__", "__main__", "_cli"),
+    "entry points": ("__init__", "__main__", "_cli", "_onnx_cli"),
 }
 
 #: The layers each layer may import from.
