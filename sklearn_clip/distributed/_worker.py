@@ -17,7 +17,7 @@ from .._featurizer import CLIPFeaturizer, embed_items, embedding_key
 from .._images import read_encoded
 from ._columns import ColumnReader, is_column_input
 from ._format import TARS, shard_table, write_shard
-from ._tars import iter_tar_samples
+from ._tars import DamagedArchiveError, archive_version, iter_tar_samples
 
 
 def worker_name():
@@ -198,14 +198,24 @@ def embed_shard(
         )
     if pooled and featurizer.num_workers == "auto" and clip.device.type == "cpu":
         featurizer.set_params(num_workers=0)
+    version = None
     if job.get("layout") == TARS:  # paths: the one archive of this shard
+        options = featurizer.storage_options
+        version = archive_version(paths[0], options)
         embeddings, hashes, errors, names = embed_tar(featurizer, paths[0])
+        if archive_version(paths[0], options) != version:
+            raise DamagedArchiveError(
+                f"the tar archive {paths[0]} changed while it was read; no row of "
+                "it is kept. Run the job again once it is no longer written to."
+            )
         first_row = 0  # rows count within the archive; the store adds offsets
     else:
         embeddings, hashes, errors = embed_inputs(featurizer, paths)
         names = paths
     table = shard_table(first_row, names, hashes, embeddings, errors)
-    write_shard(table, shard, paths, job, root_url, storage_options)
+    write_shard(
+        table, shard, paths, job, root_url, storage_options, source_version=version
+    )
     return {
         "shard": shard,
         "rows": len(names),
