@@ -29,7 +29,8 @@ from .._version import __version__
 
 FORMAT = 1
 MANIFEST_NAME = "_manifest.json"
-_PART_PATTERN = re.compile(r"part-(\d{6,})\.parquet$")
+# A shard's file name, matched whole (``old-part-000001.parquet`` is not one).
+_PART_PATTERN = re.compile(r"part-(\d{6,})\.parquet")
 # Parquet key-value metadata of each shard file.
 _CACHE_KEY_FIELD = b"sklearn_clip.cache_key"
 _SHARD_FIELD = b"sklearn_clip.shard"
@@ -349,8 +350,15 @@ def shard_files(fs, root):
         return {}
     found = {}
     for entry in entries:
-        match = _PART_PATTERN.search(entry["name"])
-        if match:
+        base = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        match = _PART_PATTERN.fullmatch(base)
+        # Exactly the name written for its shard (part-0000001.parquet, with
+        # a digit too many, is not shard 1), and a file, not a folder.
+        if (
+            match
+            and base == part_name(int(match.group(1)))
+            and entry.get("type", "file") == "file"
+        ):
             version = tuple(
                 str(entry.get(key))
                 for key in ("size", "mtime", "ino", "ETag", "LastModified", "etag")
