@@ -284,9 +284,7 @@ class CLIPFeaturizer(
         """
         keys = [content_key(item) for item in items]
         todo, repeats = self._fill_from_cache(cache, keys, embeddings)
-        failures = self._embed(
-            items, todo, embeddings, clip, cache, keys, progress=False
-        )
+        failures = self._embed(items, todo, embeddings, clip, cache, keys, False)
         return failures + self._copy_repeats(repeats, embeddings, failures, items)
 
     @staticmethod

@@ -353,12 +353,8 @@ def shard_files(fs, root):
         base = entry["name"].rstrip("/").rsplit("/", 1)[-1]
         match = _PART_PATTERN.fullmatch(base)
         # Exactly the name written for its shard (part-0000001.parquet, with
-        # a digit too many, is not shard 1), and a file, not a folder.
-        if (
-            match
-            and base == part_name(int(match.group(1)))
-            and entry.get("type", "file") == "file"
-        ):
+        # a digit too many, is not shard 1).
+        if match and base == part_name(int(match.group(1))):
             version = tuple(
                 str(entry.get(key))
                 for key in ("size", "mtime", "ino", "ETag", "LastModified", "etag")

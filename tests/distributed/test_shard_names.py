@@ -34,11 +34,9 @@ def test_only_exact_names_are_shards(featurizer, images, expected, tmp_path):
     for name in LOOKALIKES:
         shutil.copy(output / "part-000001.parquet", output / name)
     (output / "part-000001.parquet").unlink()
-    (output / "part-000001.parquet").mkdir()  # a folder in the way is no shard
     fs, root = output_location(output)
     assert sorted(shard_files(fs, root)) == [0]
     assert EmbeddingStore(output).missing_shards() == [1]
-    (output / "part-000001.parquet").rmdir()
     before = part_times(output)
     store = embed_to_parquet(featurizer, images[:16], output, shard_size=8)
     after = part_times(output)
