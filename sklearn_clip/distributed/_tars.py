@@ -74,6 +74,8 @@ def archive_version(url, storage_options=None):
         import fsspec
 
         fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        # Not from a listing cached by this process: the object as it is now.
+        fs.invalidate_cache(path)
         info = fs.info(path)
         fields = {key: str(info[key]) for key in _VERSION_KEYS if key in info}
     return json.dumps(fields, sort_keys=True)
