@@ -269,9 +269,11 @@ class CLIPFeaturizer(
                 total=len(items), desc="CLIP embeddings", unit="img", disable=not show
             ) as bar,
         ):
-            for start, window in _read_once_windows(
-                items, self.batch_size * _CACHE_WINDOW_BATCHES
-            ):
+            # DataLoader worker processes start once per window: windows
+            # grow with them, so that starting them stays a small cost.
+            workers = self._workers(len(items), clip.device)
+            batches = _CACHE_WINDOW_BATCHES * max(1, workers)
+            for start, window in _read_once_windows(items, self.batch_size * batches):
                 stop = start + len(window)
                 found = self._embed_window(window, embeddings[start:stop], clip, cache)
                 failures += [(start + i, item, why) for i, item, why in found]
@@ -407,10 +409,11 @@ class CLIPFeaturizer(
         return tags
 
 
-#: With a cache, inputs are read in windows of this many batches (the next
-#: window while this one is embedded): each file is read once, its bytes
-#: hashed for the cache key and decoded, and memory holds two windows of
-#: encoded files, whatever the number of inputs.
+#: With a cache, inputs are read in windows of this many batches (times the
+#: DataLoader workers, if any; the next window while this one is embedded):
+#: each file is read once, its bytes hashed for the cache key and decoded,
+#: and memory holds two windows of encoded files, whatever the number of
+#: inputs.
 _CACHE_WINDOW_BATCHES = 8
 #: Reads at once: remote stores answer slowly but in parallel.
 _READ_THREADS = 16

@@ -68,9 +68,8 @@ def http_objects():
 
 
 def make(tmp_path, **params):
-    return CLIPFeaturizer(
-        **TINY, batch_size=2, num_workers=0, cache_dir=tmp_path / "cache", **params
-    )
+    params = {"batch_size": 2, "num_workers": 0, **params}
+    return CLIPFeaturizer(**TINY, cache_dir=tmp_path / "cache", **params)
 
 
 def test_a_cached_url_costs_the_requests_of_one_plain_read(http_objects, tmp_path):
@@ -178,9 +177,13 @@ def test_unreadable_inputs_keep_their_reasons(tmp_path, http_objects):
     assert np.isnan(got[1:]).all() and np.isfinite(got[0]).all()
 
 
-def test_windows_of_inputs_give_one_calls_embeddings(tmp_path, monkeypatch):
-    """Inputs are read in windows of whole batches: a call over several
-    windows, repeats across windows included, equals the uncached call."""
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_windows_of_inputs_give_one_calls_embeddings(
+    tmp_path, monkeypatch, num_workers
+):
+    """Inputs are read in windows of whole batches (decoded by threads or
+    DataLoader workers): a call over several windows, repeats across windows
+    included, equals the uncached call."""
     monkeypatch.setattr(featurizer_module, "_CACHE_WINDOW_BATCHES", 1)
     paths = []
     for i in range(7):
@@ -188,7 +191,7 @@ def test_windows_of_inputs_give_one_calls_embeddings(tmp_path, monkeypatch):
         path.write_bytes(png_bytes((30 * i, 255 - 30 * i, 7)))
         paths.append(str(path))
     items = [*paths, paths[0], paths[3]]
-    cached = make(tmp_path).fit_transform(items)
+    cached = make(tmp_path, num_workers=num_workers).fit_transform(items)
     plain = CLIPFeaturizer(**TINY, batch_size=2, num_workers=0).fit_transform(items)
     np.testing.assert_allclose(cached, plain, atol=1e-6)
     np.testing.assert_array_equal(cached[7], cached[0])
