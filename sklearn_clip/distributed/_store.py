@@ -58,6 +58,14 @@ class EmbeddingStore:
     n_shards : int
         Shards of the job.
 
+    Raises
+    ------
+    ManifestMismatchError
+        The manifest disagrees with the shards (an edited ``embedding_dim``,
+        ``n_inputs`` or ``shard_size``) or has an entry of the wrong type;
+        the message names the field. Every shard's footer is checked when
+        the store opens.
+
     See Also
     --------
     embed_to_parquet : Write a store.
