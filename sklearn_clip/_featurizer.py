@@ -2,12 +2,14 @@
 
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from tqdm.auto import tqdm
 
 from ._base import BaseCLIPEstimator
 from ._clip import (
@@ -26,12 +28,15 @@ from ._embedding_cache import (
     namespace_key,
 )
 from ._images import (
+    AUTO_PROGRESS_MIN_BATCHES,
     ImageLoadError,
     RemoteFile,
     check_image_inputs,
     describe,
     is_url,
     iter_decoded,
+    progress_shown,
+    read_encoded,
     worker_processes_allowed,
 )
 from ._torch_utils import autocast, resolve_precision
@@ -97,7 +102,8 @@ class CLIPFeaturizer(
         preprocessing, precision, normalisation and each image's *content*
         hash: a renamed file is not embedded again, an overwritten one is.
         Every finished batch is stored at once, so an interrupted run resumes
-        where it stopped.
+        where it stopped. Each file or URL is read once: the bytes hashed for
+        its key are the bytes decoded (inputs are read a few batches ahead).
     on_error : {"raise", "nan"}, default="raise"
         What to do with inputs that cannot be read. ``"raise"``: one
         :class:`ImageLoadError` naming every bad item. ``"nan"``: their rows
@@ -272,21 +278,40 @@ class CLIPFeaturizer(
             )
         dim = embedding_dim(self.model)
         embeddings = self._allocate(len(items), dim)
-        todo, keys, repeats = np.arange(len(items)), None, []
-        cache = None
-        if self.cache_dir is not None:
-            cache = EmbeddingCache(self.cache_dir, self._namespace(clip), dim)
-        try:
-            if cache is not None:
-                keys = [content_key(item) for item in items]
-                todo, repeats = self._fill_from_cache(cache, keys, embeddings)
-            failures = self._embed(items, todo, embeddings, clip, cache, keys)
-        finally:
-            if cache is not None:
-                cache.close()
-        failures += self._copy_repeats(repeats, embeddings, failures, items)
-        failures.sort()
-        return embeddings, failures
+        if self.cache_dir is None:
+            todo = np.arange(len(items))
+            failures = self._embed(items, todo, embeddings, clip, None, None)
+            return embeddings, sorted(failures)
+        failures = []
+        n_batches = -(-len(items) // self.batch_size)
+        show = progress_shown(
+            self.progress, long_run=n_batches >= AUTO_PROGRESS_MIN_BATCHES
+        )
+        with (
+            EmbeddingCache(self.cache_dir, self._namespace(clip), dim) as cache,
+            tqdm(
+                total=len(items), desc="CLIP embeddings", unit="img", disable=not show
+            ) as bar,
+        ):
+            # DataLoader worker processes start once per window: windows
+            # grow with them, so that starting them stays a small cost.
+            workers = self._workers(len(items), clip.device)
+            batches = _CACHE_WINDOW_BATCHES * max(1, workers)
+            for start, window in _read_once_windows(items, self.batch_size * batches):
+                stop = start + len(window)
+                found = self._embed_window(window, embeddings[start:stop], clip, cache)
+                failures += [(start + i, item, why) for i, item, why in found]
+                bar.update(len(window))
+        return embeddings, sorted(failures)
+
+    def _embed_window(self, items, embeddings, clip, cache):
+        """Embed ``items`` (each read once: files as their bytes) into the
+        rows ``embeddings``, serving and storing them through ``cache``.
+        """
+        keys = [content_key(item) for item in items]
+        todo, repeats = self._fill_from_cache(cache, keys, embeddings)
+        failures = self._embed(items, todo, embeddings, clip, cache, keys, False)
+        return failures + self._copy_repeats(repeats, embeddings, failures, items)
 
     @staticmethod
     def _fill_from_cache(cache, keys, embeddings):
@@ -294,12 +319,13 @@ class CLIPFeaturizer(
         ``(row, first row with the same content)`` pairs for repeated inputs,
         which are embedded once.
         """
+        damaged_before = cache.damaged_rows
         found = cache.get(keys)
-        if cache.damaged_rows:
+        if cache.damaged_rows > damaged_before:
             warn(
-                f"{cache.damaged_rows} damaged embedding(s) in the cache "
-                f"{cache.path} failed their checksum; they are computed again "
-                "and replaced.",
+                f"{cache.damaged_rows - damaged_before} damaged embedding(s) in "
+                f"the cache {cache.path} failed their checksum; they are "
+                "computed again and replaced.",
                 UserWarning,
             )
         missing, repeats, first_of_key = [], [], {}
@@ -354,7 +380,7 @@ class CLIPFeaturizer(
         busy = 1 if device.type == "cuda" else torch.get_num_threads()
         return max(0, min(4, (os.cpu_count() or 1) - busy))
 
-    def _embed(self, items, todo, embeddings, clip, cache, keys):
+    def _embed(self, items, todo, embeddings, clip, cache, keys, progress=None):
         """Embed ``items[todo]`` into ``embeddings`` and store each batch in
         ``cache``; return the unreadable items as ``(row, item, reason)``.
         """
@@ -369,7 +395,7 @@ class CLIPFeaturizer(
             batch_size=self.batch_size,
             num_workers=self._workers(len(subset), clip.device),
             pin_memory=cuda,
-            progress=self.progress,
+            progress=self.progress if progress is None else progress,
             desc="CLIP embeddings",
             failures=subset_failures,
         )
@@ -405,6 +431,42 @@ class CLIPFeaturizer(
         tags.requires_fit = False
         tags.non_deterministic = False
         return tags
+
+
+#: With a cache, inputs are read in windows of this many batches (times the
+#: DataLoader workers, if any; the next window while this one is embedded):
+#: each file is read once, its bytes hashed for the cache key and decoded,
+#: and memory holds two windows of encoded files, whatever the number of
+#: inputs.
+_CACHE_WINDOW_BATCHES = 8
+#: Reads at once: remote stores answer slowly but in parallel.
+_READ_THREADS = 16
+
+
+def _read_once_windows(items, window):
+    """Yield ``(start, items[start:start + window])`` with every file path
+    and URL replaced by its bytes (:class:`ImageBytes`, or a
+    :class:`FailedRead` carrying why it could not be read), read by threads,
+    the next window while the caller embeds this one. Hashing and decoding
+    the same bytes is what makes a cache entry exact: a file rewritten
+    between two reads would otherwise file one content's embedding under
+    the other's key.
+    """
+
+    def read(item):
+        if isinstance(item, RemoteFile):
+            return read_encoded(item.url, item.storage_options)
+        if isinstance(item, (str, os.PathLike)):
+            return read_encoded(item)
+        return item
+
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        pending = [pool.submit(read, item) for item in items[:window]]
+        for start in range(0, len(items), window):
+            ready = [future.result() for future in pending]
+            following = items[start + window : start + 2 * window]
+            pending = [pool.submit(read, item) for item in following]
+            yield start, ready
 
 
 def _encode_in_chunks(encode, batch, chunk):

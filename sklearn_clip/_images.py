@@ -20,6 +20,8 @@ from ._warnings import warn
 
 # Progress bars appear by default only when decoding takes several batches.
 _AUTO_PROGRESS_MIN_BATCHES = 4
+#: The same threshold, for the callers that draw their own bar.
+AUTO_PROGRESS_MIN_BATCHES = _AUTO_PROGRESS_MIN_BATCHES
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}

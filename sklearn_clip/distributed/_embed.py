@@ -8,6 +8,7 @@ on disk are the state (see ``_format``).
 
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 
 from sklearn.base import clone
@@ -28,6 +29,7 @@ from ._format import (
     finished_shards,
     inputs_layout,
     job_fields,
+    job_shape,
     output_location,
     read_manifest,
     require,
@@ -36,6 +38,8 @@ from ._format import (
     write_manifest,
 )
 from ._store import EmbeddingStore
+from ._tars import archive_version
+from ._worker import READ_THREADS
 
 BACKENDS = ("local", "ray", "dask")
 
@@ -212,7 +216,12 @@ def embed_to_parquet(
         # Every page of every finished shard is read against its checksum:
         # a damaged shard is computed again, never kept.
         done, problems = finished_shards(
-            fs, root, manifest, paths=paths, verify_data=True
+            fs,
+            root,
+            manifest,
+            paths=paths,
+            verify_data=True,
+            source_versions=_archive_versions(manifest, paths, featurizer),
         )
         _report_unusable(problems)
     n_shards = shard_count(manifest["n_inputs"], manifest["shard_size"])
@@ -229,6 +238,7 @@ def embed_to_parquet(
                 "cache_key": cache_key,
                 "inputs_sha256": expected["inputs_sha256"],
                 "layout": manifest.get("layout"),
+                "shape": job_shape(manifest),
             }
             tasks = []
             for shard in todo:
@@ -252,6 +262,23 @@ def embed_to_parquet(
         if failures:
             raise ShardsFailedError(failures, n_shards, output_dir)
     return EmbeddingStore(output_dir, storage_options=storage_options)
+
+
+def _archive_versions(manifest, paths, featurizer):
+    """``{shard: version}`` of every tar archive now (None where it cannot
+    be read: its shard is kept), read by threads; None for image files.
+    """
+    if manifest.get("layout") != TARS:
+        return None
+
+    def version(path):
+        try:
+            return archive_version(path, featurizer.storage_options)
+        except Exception:  # noqa: BLE001 - unreadable now: keep what was read
+            return None
+
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        return dict(enumerate(pool.map(version, paths)))
 
 
 def _report_unusable(problems):

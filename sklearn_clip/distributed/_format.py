@@ -29,13 +29,21 @@ from .._version import __version__
 
 FORMAT = 1
 MANIFEST_NAME = "_manifest.json"
-_PART_PATTERN = re.compile(r"part-(\d{6,})\.parquet$")
+# A shard's file name, matched whole (``old-part-000001.parquet`` is not one).
+_PART_PATTERN = re.compile(r"part-(\d{6,})\.parquet")
 # Parquet key-value metadata of each shard file.
 _CACHE_KEY_FIELD = b"sklearn_clip.cache_key"
 _SHARD_FIELD = b"sklearn_clip.shard"
 _JOB_INPUTS_FIELD = b"sklearn_clip.job_inputs_sha256"  # the manifest's
 _SHARD_INPUTS_FIELD = b"sklearn_clip.shard_inputs_sha256"  # this shard's paths
 _CHECKSUMS_FIELD = b"sklearn_clip.page_checksums"  # "crc32": written with them
+# The manifest's shape entries the shard was written under (JSON): a manifest
+# edited since is found out instead of read with the wrong shape.
+_JOB_SHAPE_FIELD = b"sklearn_clip.job_shape"
+# A tar archive's version when its shard read it (see _tars.archive_version).
+_SOURCE_VERSION_FIELD = b"sklearn_clip.source_version"
+#: Manifest entries that fix the shape of the store: stamped on every shard.
+SHAPE_FIELDS = ("embedding_dim", "n_inputs", "shard_size")
 # Manifest entries that describe a run, not the job: not compared on resume.
 _INFORMATIONAL = ("sklearn_clip_version", "created")
 
@@ -209,7 +217,57 @@ def read_manifest(fs, root):
             f"{path} is not a manifest of this package's format {FORMAT}; delete the "
             "folder to start over, or use a new one."
         )
+    _check_manifest_entries(manifest, path)
     return manifest
+
+
+def _check_manifest_entries(manifest, path):
+    """Raise :class:`ManifestMismatchError` naming an entry of the wrong type."""
+    wrong = [
+        f"{field}={manifest.get(field)!r} (a positive integer is expected)"
+        for field in SHAPE_FIELDS
+        if not isinstance(manifest.get(field), int)
+        or isinstance(manifest.get(field), bool)
+        or manifest.get(field) < 1
+    ]
+    wrong += [
+        f"{field}={manifest.get(field)!r} (a hex digest is expected)"
+        for field, optional in (("inputs_sha256", False), ("cache_key", True))
+        if not (
+            isinstance(manifest.get(field), str)
+            or (optional and manifest.get(field) is None)
+        )
+    ]
+    if manifest.get("layout") not in (None, TARS):
+        wrong.append(f"layout={manifest.get('layout')!r} (unknown)")
+    if wrong:
+        raise ManifestMismatchError(
+            f"{path} was edited or damaged: {'; '.join(wrong)}. Restore it, or "
+            "delete the folder to start over."
+        )
+
+
+class ManifestProblem(str):
+    """Why a shard file is not usable: the manifest differs from what the
+    shard was written under (``field`` names the entry). Such a shard means
+    the manifest was edited: reading the store raises instead of using it.
+    """
+
+    field = None
+
+    @classmethod
+    def of(cls, field, manifest_value, shard_value):
+        problem = cls(
+            f"{field} is {manifest_value!r} in the manifest but was "
+            f"{shard_value!r} when this shard was written"
+        )
+        problem.field = field
+        return problem
+
+
+def job_shape(manifest):
+    """The :data:`SHAPE_FIELDS` of a manifest (stamped on each shard)."""
+    return {field: manifest[field] for field in SHAPE_FIELDS}
 
 
 def write_manifest(fs, root, manifest, *, exclusive=False):
@@ -292,8 +350,11 @@ def shard_files(fs, root):
         return {}
     found = {}
     for entry in entries:
-        match = _PART_PATTERN.search(entry["name"])
-        if match:
+        base = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        match = _PART_PATTERN.fullmatch(base)
+        # Exactly the name written for its shard (part-0000001.parquet, with
+        # a digit too many, is not shard 1).
+        if match and base == part_name(int(match.group(1))):
             version = tuple(
                 str(entry.get(key))
                 for key in ("size", "mtime", "ino", "ETag", "LastModified", "etag")
@@ -303,7 +364,16 @@ def shard_files(fs, root):
     return found
 
 
-def finished_shards(fs, root, manifest, *, paths=None, verify_data=False, checked=None):
+def finished_shards(
+    fs,
+    root,
+    manifest,
+    *,
+    paths=None,
+    verify_data=False,
+    checked=None,
+    source_versions=None,
+):
     """Shards whose file is complete and belongs to this job.
 
     A file that is unreadable, has the wrong row count, was written for
@@ -316,12 +386,18 @@ def finished_shards(fs, root, manifest, *, paths=None, verify_data=False, checke
     ``checked``, a dict kept by the caller, remembers each file's verdict
     by its version: a later call lists the folder once and reads only the
     footers of files added or rewritten since.
+
+    ``source_versions`` (tar archives): ``{shard: version}`` of each archive
+    now (see ``_tars.archive_version``; None where it cannot be read): a
+    shard written from another version of its archive is left out.
     """
     checked = {} if checked is None else checked
     done, problems = set(), {}
     for shard, (name, version) in shard_files(fs, root).items():
         if checked.get(name, (None,))[0] != version:
-            problem = shard_problem(fs, name, shard, manifest, paths, verify_data)
+            problem = shard_problem(
+                fs, name, shard, manifest, paths, verify_data, source_versions
+            )
             checked[name] = (version, problem)
         problem = checked[name][1]
         if problem is None:
@@ -331,19 +407,32 @@ def finished_shards(fs, root, manifest, *, paths=None, verify_data=False, checke
     return done, problems
 
 
-def shard_problem(fs, name, shard, manifest, paths=None, verify_data=False):
+def shard_problem(
+    fs, name, shard, manifest, paths=None, verify_data=False, source_versions=None
+):
     """Why the file ``name`` is not a finished ``shard`` of this job (None if
-    it is one). With ``verify_data``, every data page is read and checked.
+    it is one). With ``verify_data``, every data page is read and checked;
+    with ``source_versions``, the version of a tar archive is compared.
+    A :class:`ManifestProblem` says the manifest differs from what the shard
+    was written under.
     """
-    if not 0 <= shard < shard_count(manifest["n_inputs"], manifest["shard_size"]):
-        return BEYOND_THE_LAST
-    start, stop = shard_bounds(shard, manifest["shard_size"], manifest["n_inputs"])
+    beyond = not 0 <= shard < shard_count(manifest["n_inputs"], manifest["shard_size"])
     try:
         with fs.open(name, "rb") as handle:
             metadata = _parquet().read_metadata(handle)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is redone
-        return f"unreadable ({type(exc).__name__}: {exc})"
+        return (
+            BEYOND_THE_LAST if beyond else f"unreadable ({type(exc).__name__}: {exc})"
+        )
     fields = metadata.metadata or {}
+    same_job = fields.get(_JOB_INPUTS_FIELD, b"").decode() == manifest[
+        "inputs_sha256"
+    ] and fields.get(_CACHE_KEY_FIELD, b"").decode() == manifest.get("cache_key")
+    if same_job and (mismatch := _shape_mismatch(fields, metadata, manifest)):
+        return mismatch
+    if beyond:
+        return BEYOND_THE_LAST
+    start, stop = shard_bounds(shard, manifest["shard_size"], manifest["n_inputs"])
     if manifest.get("layout") != TARS and metadata.num_rows != stop - start:
         return f"{metadata.num_rows} rows, expected {stop - start}"
     if fields.get(_CHECKSUMS_FIELD) != b"crc32":
@@ -358,11 +447,43 @@ def shard_problem(fs, name, shard, manifest, paths=None, verify_data=False):
         _SHARD_INPUTS_FIELD, b""
     ).decode() != inputs_digest(paths[start:stop]):
         return "written for other inputs than this shard's"
+    if source_versions is not None and manifest.get("layout") == TARS:
+        stamped = fields.get(_SOURCE_VERSION_FIELD)
+        now = source_versions.get(shard)
+        if stamped is None:
+            return "written without its archive's version (by an older sklearn-clip)"
+        if now is not None and stamped.decode() != now:
+            return (
+                f"its archive changed since it was read ({stamped.decode()} then, "
+                f"{now} now)"
+            )
     if verify_data:
         try:
             read_shard_table(fs, name)
         except OSError as exc:
             return str(exc)
+    return None
+
+
+def _shape_mismatch(fields, metadata, manifest):
+    """A :class:`ManifestProblem` when the manifest's shape entries are not
+    those this shard was written under (or its embedding width), else None.
+    """
+    if _JOB_SHAPE_FIELD in fields:
+        try:
+            stamped = json.loads(fields[_JOB_SHAPE_FIELD])
+        except ValueError:
+            stamped = {}
+        for field in SHAPE_FIELDS:
+            if field in stamped and stamped[field] != manifest[field]:
+                return ManifestProblem.of(field, manifest[field], stamped[field])
+    try:
+        schema = metadata.schema.to_arrow_schema()
+        width = schema.field("embedding").type.list_size
+    except (KeyError, AttributeError):
+        return None  # no embedding column: reading it fails with its own error
+    if width != manifest["embedding_dim"]:
+        return ManifestProblem.of("embedding_dim", manifest["embedding_dim"], width)
     return None
 
 
@@ -460,20 +581,26 @@ def embedding_matrix(column, dim):
     return matrix
 
 
-def write_shard(table, shard, paths, job, root_url, storage_options=None):
+def write_shard(
+    table, shard, paths, job, root_url, storage_options=None, source_version=None
+):
     """Write ``table`` as the finished file of ``shard``: stamped with the
-    job's cache key and input digests, every data page checksummed, under a
+    job's cache key, input digests and shape (``job["shape"]``), and the
+    version of its tar archive, every data page checksummed, under a
     temporary name renamed when complete.
     """
-    table = table.replace_schema_metadata(
-        {
-            _CACHE_KEY_FIELD: job["cache_key"].encode(),
-            _SHARD_FIELD: str(shard).encode(),
-            _JOB_INPUTS_FIELD: job["inputs_sha256"].encode(),
-            _SHARD_INPUTS_FIELD: inputs_digest(paths).encode(),
-            _CHECKSUMS_FIELD: b"crc32",
-        }
-    )
+    stamps = {
+        _CACHE_KEY_FIELD: job["cache_key"].encode(),
+        _SHARD_FIELD: str(shard).encode(),
+        _JOB_INPUTS_FIELD: job["inputs_sha256"].encode(),
+        _SHARD_INPUTS_FIELD: inputs_digest(paths).encode(),
+        _CHECKSUMS_FIELD: b"crc32",
+    }
+    if job.get("shape") is not None:
+        stamps[_JOB_SHAPE_FIELD] = json.dumps(job["shape"], sort_keys=True).encode()
+    if source_version is not None:
+        stamps[_SOURCE_VERSION_FIELD] = source_version.encode()
+    table = table.replace_schema_metadata(stamps)
     fs, root = output_location(root_url, storage_options)
     sink = require("pyarrow").BufferOutputStream()
     _parquet().write_table(table, sink, write_page_checksum=True)

@@ -11,6 +11,8 @@ from ._format import (
     MANIFEST_NAME,
     OTHER_JOB,
     TARS,
+    ManifestMismatchError,
+    ManifestProblem,
     embedding_matrix,
     finished_shards,
     output_location,
@@ -56,6 +58,14 @@ class EmbeddingStore:
     n_shards : int
         Shards of the job.
 
+    Raises
+    ------
+    ManifestMismatchError
+        The manifest disagrees with the shards (an edited ``embedding_dim``,
+        ``n_inputs`` or ``shard_size``) or has an entry of the wrong type;
+        the message names the field. Every shard's footer is checked when
+        the store opens.
+
     See Also
     --------
     embed_to_parquet : Write a store.
@@ -90,6 +100,9 @@ class EmbeddingStore:
         # file version, not on every call (a store of tens of thousands of
         # shards answers from one listing).
         self._checked = {}
+        # The manifest is checked against every shard's footer now: an
+        # edited manifest raises here, before any array has its shape.
+        self._missing_shards()
 
     def __repr__(self):
         missing = len(self.missing_shards())
@@ -144,6 +157,23 @@ class EmbeddingStore:
         done, problems = finished_shards(
             self._fs, self._root, self.manifest, checked=self._checked
         )
+        edited = {
+            name: why
+            for name, why in problems.items()
+            if isinstance(why, ManifestProblem)
+        }
+        if edited:
+            fields = sorted({why.field for why in edited.values()})
+            details = "; ".join(
+                f"{name.rsplit('/', 1)[-1]}: {why}"
+                for name, why in sorted(edited.items())[:5]
+            )
+            raise ManifestMismatchError(
+                f"the {MANIFEST_NAME} of {self.output_dir} does not match its "
+                f"shards ({', '.join(fields)}): {details}. The manifest was edited "
+                "or replaced; restore it. Nothing is read from a store whose "
+                "manifest and shards disagree."
+            )
         return [s for s in range(self.n_shards) if s not in done], problems
 
     @property

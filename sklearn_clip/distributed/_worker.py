@@ -15,9 +15,9 @@ from .._clip import embedding_dim, load_clip
 from .._embedding_cache import content_key
 from .._featurizer import CLIPFeaturizer, embed_items, embedding_key
 from .._images import read_encoded
-from ._columns import ColumnReader, is_column_input
+from ._columns import ColumnReader, PathCell, is_column_input, read_path_cell
 from ._format import TARS, shard_table, write_shard
-from ._tars import iter_tar_samples
+from ._tars import DamagedArchiveError, archive_version, iter_tar_samples
 
 
 def worker_name():
@@ -85,29 +85,36 @@ def embed_inputs(featurizer, inputs):
     """
     window = featurizer.batch_size * READ_AHEAD_BATCHES
     options = featurizer.storage_options
-    if inputs and is_column_input(inputs[0]):  # images in a Parquet column
-        reader = ColumnReader(options)
-        column_windows = (
-            reader.read(inputs[start : start + window])
+    columns = ColumnReader(options)
+
+    def read(chunk):
+        """The items of ``chunk``; each input's kind is its own: a file path
+        or URL, or a cell of a Parquet column (whose value may be a path).
+        """
+        items = [None] * len(chunk)
+        cells = [i for i, name in enumerate(chunk) if is_column_input(name)]
+        for i, item in zip(cells, columns.read([chunk[i] for i in cells])):
+            items[i] = item
+        futures = {
+            i: pool.submit(read_path_cell, item, options)
+            if isinstance(item, PathCell)
+            else pool.submit(read_encoded, chunk[i], options)
+            for i, item in enumerate(items)
+            if item is None or isinstance(item, PathCell)
+        }
+        for i, future in futures.items():
+            items[i] = future.result()
+        return items
+
+    with ThreadPoolExecutor(READ_THREADS) as pool, ThreadPoolExecutor(1) as ahead:
+        windows = (
+            read(inputs[start : start + window])
             for start in range(0, len(inputs), window)
         )
-        with ThreadPoolExecutor(1) as pool:
-            embeddings, hashes, errors, _ = _embed_windows(
-                featurizer, _read_ahead(column_windows, pool)
-            )
-        return embeddings, hashes, errors
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-
-        def windows():
-            pending = [pool.submit(read_encoded, i, options) for i in inputs[:window]]
-            for start in range(0, len(inputs), window):
-                items = [future.result() for future in pending]
-                following = inputs[start + window : start + 2 * window]
-                # Read while this window is embedded.
-                pending = [pool.submit(read_encoded, i, options) for i in following]
-                yield items
-
-        embeddings, hashes, errors, _ = _embed_windows(featurizer, windows())
+        # The next window is read while this one is embedded.
+        embeddings, hashes, errors, _ = _embed_windows(
+            featurizer, _read_ahead(windows, ahead)
+        )
     return embeddings, hashes, errors
 
 
@@ -201,14 +208,24 @@ def embed_shard(
         )
     if pooled and featurizer.num_workers == "auto" and clip.device.type == "cpu":
         featurizer.set_params(num_workers=0)
+    version = None
     if job.get("layout") == TARS:  # paths: the one archive of this shard
+        options = featurizer.storage_options
+        version = archive_version(paths[0], options)
         embeddings, hashes, errors, names = embed_tar(featurizer, paths[0])
+        if archive_version(paths[0], options) != version:
+            raise DamagedArchiveError(
+                f"the tar archive {paths[0]} changed while it was read; no row of "
+                "it is kept. Run the job again once it is no longer written to."
+            )
         first_row = 0  # rows count within the archive; the store adds offsets
     else:
         embeddings, hashes, errors = embed_inputs(featurizer, paths)
         names = paths
     table = shard_table(first_row, names, hashes, embeddings, errors)
-    write_shard(table, shard, paths, job, root_url, storage_options)
+    write_shard(
+        table, shard, paths, job, root_url, storage_options, source_version=version
+    )
     return {
         "shard": shard,
         "rows": len(names),
