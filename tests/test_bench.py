@@ -298,7 +298,8 @@ def test_bench_load_times_the_same_draw_beside_busy_torch_processes(
 
     monkeypatch.setattr(bench, "busy_torch_processes", contextmanager(watched))
     args = ["bench", str(path), "--shots", "2", "--seeds", "1", "--no-progress"]
-    args += ["--methods", "GDA", "CLIPClassifier", "--load", "1"]
+    # Both of CLIPClassifier's image-only candidates, so its cost is compared.
+    args += ["--methods", "GDA", "linear probe", "CLIPClassifier", "--load", "1"]
     assert main([*args, "--out", str(tmp_path / "out")]) == 0
     assert seen == [(1, [True])]
     assert not set(multiprocessing.active_children()) - before
@@ -306,36 +307,27 @@ def test_bench_load_times_the_same_draw_beside_busy_torch_processes(
     records = json.loads((tmp_path / "out" / "tiny.json").read_text())["records"]
     idle = {r["method"]: r["fit_seconds"] for r in records if "load" not in r}
     loaded = {r["method"]: r["fit_seconds"] for r in records if r.get("load") == 1}
-    assert set(idle) == set(loaded) == {"GDA", "CLIPClassifier"}
-    assert len(records) == 4
-    assert "idle and beside 1 busy torch processes" in printed
-    for method in ("GDA", "CLIPClassifier"):
+    methods = {"GDA", "linear probe", "CLIPClassifier"}
+    assert set(idle) == set(loaded) == methods
+    assert len(records) == 6
+    assert "/ beside 1 busy torch processes" in printed
+    for method in methods:
         a, b = idle[method], loaded[method]
         row = f"| {method} | {a:.2f} / {b:.2f} ({b / max(a, 1e-9):.1f}x) |"
         assert row in printed
     # The chooser's cost against its slowest candidate, idle then loaded.
     costs = re.findall(
-        r"^\| 2 \| ([\d.]+) \| GDA ([\d.]+) \| ([\d.]+)x \|$", printed, re.M
+        r"^\| 2 \| ([\d.]+) \| (GDA|linear probe) ([\d.]+) \| ([\d.]+)x \|$",
+        printed,
+        re.M,
     )
-    assert costs == [
-        (
-            f"{t['CLIPClassifier']:.2f}",
-            f"{t['GDA']:.2f}",
-            f"{t['CLIPClassifier'] / t['GDA']:.1f}",
+    expected = []
+    for t in (idle, loaded):
+        slowest = max(("GDA", "linear probe"), key=t.get)
+        ratio = t["CLIPClassifier"] / t[slowest]
+        expected.append(
+            (f"{t['CLIPClassifier']:.2f}", slowest, f"{t[slowest]:.2f}", f"{ratio:.1f}")
         )
-        for t in (idle, loaded)
-    ]
+    assert costs == expected
     assert "CLIPClassifier's cost beside 1 busy torch processes" in printed
     assert re.search(r"of it beside 1 busy torch processes\) on .*\d+ cores", printed)
-
-
-def test_chooser_cost_is_empty_without_its_candidates():
-    records = [
-        dict(method=m, shots=2, seed=0, accuracy=1.0, fit_seconds=1.0)
-        for m in ("LR", "CLIPClassifier")
-    ]
-    assert bench.chooser_cost(records, [2], has_text=False) == ""
-    records.append(dict(records[0], method="GDA", fit_seconds=0.5))
-    assert "| 2 | 1.00 | GDA 0.50 | 2.0x |" in bench.chooser_cost(
-        records, [2], has_text=False
-    )
