@@ -2,7 +2,7 @@
 
 import os
 import uuid
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from ._images import (
     iter_decoded,
     worker_processes_allowed,
 )
+from ._remote import DEFAULT_TIMEOUT, check_timeout
 from ._torch_utils import autocast, resolve_precision
 from ._validation import DEVICE_CONSTRAINT, PRECISION_CONSTRAINT, PRETRAINED_CONSTRAINT
 from ._warnings import warn
@@ -98,6 +99,12 @@ class CLIPFeaturizer(
         fsspec options (credentials, endpoint) for inputs given as URLs
         (``s3://``, ``gs://``, ``az://``, ``https://``, ...); None uses the
         filesystem's defaults (environment variables, config files).
+    timeout : float or (float, float), default=30.0
+        Seconds a read of a URL input may wait to connect and for each
+        answer (a number for both, or a ``(connect, read)`` pair), for S3
+        and HTTP(S) URLs where ``storage_options`` sets none. A read that
+        fails transiently (timeout, connection, 5xx, throttling, refused
+        credentials) is tried 3 times in all, with backoff.
 
     Attributes
     ----------
@@ -161,6 +168,7 @@ class CLIPFeaturizer(
         "quantize": ["boolean"],
         "memmap_dir": [str, os.PathLike, None],
         "storage_options": [dict, None],
+        "timeout": [Interval(Real, 0, None, closed="neither"), tuple],
     }
 
     def __init__(
@@ -179,6 +187,7 @@ class CLIPFeaturizer(
         quantize=False,
         memmap_dir=None,
         storage_options=None,
+        timeout=DEFAULT_TIMEOUT,
     ):
         self.model = model
         self.pretrained = pretrained
@@ -193,6 +202,7 @@ class CLIPFeaturizer(
         self.quantize = quantize
         self.memmap_dir = memmap_dir
         self.storage_options = storage_options
+        self.timeout = timeout
 
     def fit(self, X=None, y=None):
         """Record the embedding width; the featurizer learns nothing.
@@ -207,6 +217,7 @@ class CLIPFeaturizer(
         self : CLIPFeaturizer
         """
         self._validate_params()
+        check_timeout(self.timeout)
         self.embedding_dim_ = embedding_dim(self.model)
         self._n_features_out = self.embedding_dim_
         return self
@@ -224,8 +235,11 @@ class CLIPFeaturizer(
         embeddings : ndarray of shape (n_samples, embedding_dim), float32
         """
         self._validate_params()
+        check_timeout(self.timeout)
         items = [
-            RemoteFile(item, self.storage_options) if is_url(item) else item
+            RemoteFile(item, self.storage_options, self.timeout)
+            if is_url(item)
+            else item
             for item in check_image_inputs(X)
         ]
         embeddings, failures = embed_items(self, items)

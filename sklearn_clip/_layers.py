@@ -37,6 +37,7 @@ LAYERS = {
         "_images",
         "_layers",
         "_model_selection",
+        "_remote",
         "_text",
         "_torch_utils",
         "_training",
