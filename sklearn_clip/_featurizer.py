@@ -27,7 +27,7 @@ from ._images import (
     iter_decoded,
     worker_processes_allowed,
 )
-from ._remote import DEFAULT_TIMEOUT, check_timeout
+from ._remote import DEFAULT_TIMEOUT, check_timeout, forget_hosts
 from ._torch_utils import autocast, resolve_precision
 from ._validation import DEVICE_CONSTRAINT, PRECISION_CONSTRAINT, PRETRAINED_CONSTRAINT
 from ._warnings import warn
@@ -236,6 +236,7 @@ class CLIPFeaturizer(
         """
         self._validate_params()
         check_timeout(self.timeout)
+        forget_hosts()  # hosts down during an earlier call are tried again
         items = [
             RemoteFile(item, self.storage_options, self.timeout)
             if is_url(item)

@@ -11,6 +11,7 @@ not exist.
 
 import errno
 import random
+import threading
 import time
 from numbers import Real
 
@@ -104,6 +105,12 @@ def _is_transient(error):
     return isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS
 
 
+def _is_timeout(error):
+    return isinstance(error, TimeoutError) or any(
+        "Timeout" in cls.__name__ for cls in type(error).__mro__
+    )
+
+
 def check_timeout(timeout):
     """``(connect, read)`` seconds from a number (both) or a pair."""
     if isinstance(timeout, Real) and not isinstance(timeout, bool):
@@ -159,13 +166,57 @@ def with_timeouts(url, storage_options=None, timeout=DEFAULT_TIMEOUT, *, own_ret
     return options
 
 
+#: Inputs in a row that failed transiently on one host after which the
+#: host counts as down: its further reads fail at once (transient error rows,
+#: retried by a re-run) instead of each waiting for its timeouts...
+DOWN_AFTER = 8
+#: ...except one read every this many seconds, which finds it back up.
+PROBE_EVERY = 30.0
+
+_hosts_lock = threading.Lock()
+# host -> (transient failures in a row, time of the last one)
+_host_failures = {}
+
+
+def host_of(url, storage_options=None):
+    """What a URL's reads depend on: its endpoint and bucket or host."""
+    endpoint = ((storage_options or {}).get("client_kwargs") or {}).get(
+        "endpoint_url", ""
+    )
+    netloc = url.split("://", 1)[-1].split("/", 1)[0]
+    return f"{protocol_of(url)}://{endpoint}/{netloc}"
+
+
+def forget_hosts():
+    """Forget which hosts were down: a new job (or transform call) tries
+    each host again.
+    """
+    with _hosts_lock:
+        _host_failures.clear()
+
+
+class HostDownError(ConnectionError):
+    """A host failed its last reads; this one was not tried."""
+
+
 def read_url(url, storage_options=None, timeout=DEFAULT_TIMEOUT):
-    """The bytes at ``url``, read through fsspec with timeouts; a transient
-    failure is tried again (:data:`READ_ATTEMPTS` tries in all, with
-    exponential backoff), a permanent one raises at once.
+    """The bytes at ``url``, read through fsspec with timeouts (one request
+    per try); a transient failure is tried again (:data:`READ_ATTEMPTS`
+    tries in all, with exponential backoff), a permanent one raises at once.
+    A host that failed :data:`DOWN_AFTER` inputs in a row is not tried
+    (:class:`HostDownError`) until :data:`PROBE_EVERY` seconds have passed.
     """
     import fsspec
 
+    host = host_of(url, storage_options)
+    with _hosts_lock:
+        failures, last = _host_failures.get(host, (0, 0.0))
+    if failures >= DOWN_AFTER and time.monotonic() - last < PROBE_EVERY:
+        raise HostDownError(
+            f"not tried: {host} failed the last {failures} reads (timeouts or "
+            "connection errors); it is tried again every "
+            f"{PROBE_EVERY:.0f} s, and a re-run retries this input"
+        )
     options = with_timeouts(url, storage_options, timeout, own_retries=True)
     for attempt in range(READ_ATTEMPTS):
         try:
@@ -174,11 +225,25 @@ def read_url(url, storage_options=None, timeout=DEFAULT_TIMEOUT):
                 # s3fs's own loop (5 tries) off: this instance, keyed by
                 # the options above, serves only these reads.
                 fs.retries = 1
-            with fs.open(path, "rb") as handle:
-                return handle.read()
+            data = fs.cat_file(path)
         except Exception as exc:
-            if attempt + 1 == READ_ATTEMPTS or failure_kind(exc) != TRANSIENT:
+            if failure_kind(exc) != TRANSIENT:
+                raise
+            if attempt + 1 == READ_ATTEMPTS:
+                with _hosts_lock:
+                    failures = _host_failures.get(host, (0, 0.0))[0]
+                    _host_failures[host] = (failures + 1, time.monotonic())
+                if _is_timeout(exc):  # their messages are often empty
+                    connect, read = check_timeout(timeout)
+                    raise TimeoutError(
+                        f"no answer within the timeout ({connect:g} s to connect, "
+                        f"{read:g} s per read) in {READ_ATTEMPTS} tries"
+                    ) from exc
                 raise
             wait = min(MAX_BACKOFF, BACKOFF * 2**attempt)
             time.sleep(wait * random.uniform(0.5, 1.0))
+        else:
+            with _hosts_lock:
+                _host_failures.pop(host, None)
+            return data
     raise AssertionError("unreachable")  # pragma: no cover

@@ -327,6 +327,7 @@ def _embed(
                 "cache_key": cache_key,
                 "inputs_sha256": expected["inputs_sha256"],
                 "layout": manifest.get("layout"),
+                "run": uuid.uuid4().hex,
             }
             tasks = []
             for shard in todo:

@@ -15,7 +15,13 @@ from .._clip import embedding_dim, load_clip
 from .._embedding_cache import content_key
 from .._featurizer import CLIPFeaturizer, embed_items, embedding_key
 from .._images import FailedRead, read_encoded
-from .._remote import PERMANENT, failure_kind, protocol_of, with_timeouts
+from .._remote import (
+    PERMANENT,
+    failure_kind,
+    forget_hosts,
+    protocol_of,
+    with_timeouts,
+)
 from ._columns import ColumnReader, is_column_input
 from ._format import TARS, embedding_matrix, read_shard_table, shard_table, write_shard
 from ._tars import iter_tar_samples
@@ -192,6 +198,10 @@ def _embed_windows(featurizer, windows):
     return embeddings, hashes, errors, kinds, names
 
 
+#: The run of the last shard embedded here (hosts' health is per run).
+_last_run = None
+
+
 def embed_shard(
     params,
     paths,
@@ -217,6 +227,10 @@ def embed_shard(
     job, say), instead of writing embeddings that differ from the others.
     """
     started = time.perf_counter()
+    global _last_run
+    if job.get("run") != _last_run:
+        forget_hosts()  # hosts down during an earlier run are tried again
+        _last_run = job.get("run")
     featurizer, clip = load_worker(params)
     cache_key = job["cache_key"]
     here = embedding_key(featurizer, clip)
