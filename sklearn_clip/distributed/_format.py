@@ -194,11 +194,12 @@ def job_fields(featurizer, paths, shard_size):
 
 def read_manifest(fs, root):
     path = f"{root}/{MANIFEST_NAME}"
-    if not fs.exists(path):
-        return None
     try:
-        with fs.open(path, "r") as handle:
-            manifest = json.load(handle)
+        # One request: another job may rewrite the object meanwhile (a
+        # ranged read of an object store would then fail on its ETag).
+        manifest = json.loads(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(
             f"{path} is not a readable manifest ({exc}); it was edited or damaged. "
