@@ -49,6 +49,22 @@ positive_int = _number(int, lambda value: value >= 1, "a positive integer")
 non_negative_int = _number(int, lambda value: value >= 0, "a non-negative integer")
 fraction = _number(float, lambda value: 0 < value < 1, "between 0 and 1")
 
+#: Exit status of ``embed`` when the job finished but rows failed transiently
+#: (a re-run retries them); 2 is an error, 130 an interruption (Ctrl-C).
+EXIT_TRANSIENT = 3
+EXIT_INTERRUPTED = 130
+
+
+def timeout_seconds(text):
+    """``SECONDS`` or ``CONNECT,READ`` (an argparse type)."""
+    parts = text.split(",")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SECONDS or CONNECT,READ seconds"
+        )
+    values = tuple(_number(float, lambda v: v > 0, "positive")(p) for p in parts)
+    return values[0] if len(values) == 1 else values
+
 
 def preprocess_choice(text):
     """``--preprocess``: a pretrained tag, or a JSON object with mean, std,
@@ -184,8 +200,12 @@ def build_parser():
         description="Embed image files into a folder of Parquet shards (one "
         "part-NNNNNN.parquet per shard and a _manifest.json), on this machine or on "
         "a Ray or Dask cluster. Running the same command again computes only the "
-        "missing shards. Read the result with "
-        "sklearn_clip.distributed.EmbeddingStore(DIR).",
+        "missing shards and the rows that failed transiently. Read the result with "
+        "sklearn_clip.distributed.EmbeddingStore(DIR). Exit status: 0 done (error "
+        "rows, if any, are permanent: not images); 3 done, but rows failed "
+        "transiently (network, timeout, 5xx, throttling, credentials): run the same "
+        "command again to retry them; 2 error; 130 interrupted (run the same "
+        "command again to resume).",
     )
     embed.add_argument(
         "inputs",
@@ -194,8 +214,9 @@ def build_parser():
         help="image folder (searched recursively), image file, WebDataset .tar "
         "archive (one shard each), Parquet file with an image column (--column), "
         "CSV with a 'path' column, or text file with one "
-        "path or URL per line (relative paths are relative to the list's folder; "
-        "URLs such as s3://bucket/a.jpg are read through fsspec)",
+        "path or URL per line (relative paths are relative to the list's folder); "
+        "each may be a URL read through fsspec (s3://bucket/a.jpg, "
+        "s3://bucket/list.txt, or s3://bucket/folder/ for its image files)",
     )
     embed.add_argument("-o", "--output", required=True, help="output folder or URL")
     embed.add_argument(
@@ -273,6 +294,21 @@ def build_parser():
         '\'{"client_kwargs": {"endpoint_url": "http://minio:9000"}}\' (default: the '
         "filesystems' own, from the environment)",
     )
+    embed.add_argument(
+        "--timeout",
+        type=timeout_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds a read of a URL may wait to connect and for each answer, or "
+        "CONNECT,READ (default: 30); a read that fails transiently is tried 3 times",
+    )
+    embed.add_argument(
+        "--retry-errors",
+        choices=("transient", "all"),
+        default="transient",
+        help="error rows of finished shards that a re-run embeds again: those that "
+        "failed transiently, or all (default: transient)",
+    )
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     _onnx_cli.add_commands(commands, positive_int)
     return parser
@@ -287,7 +323,7 @@ def main(argv=None):
     if args.command in _onnx_cli.COMMANDS:
         return _onnx_cli.run(args)  # predict imports no torch: before _clip
     from ._clip import CLIPWeightsUnavailableError
-    from .distributed import ShardsFailedError
+    from .distributed import ManifestMismatchError, ShardsFailedError
 
     try:
         if args.command == "bench":
@@ -296,6 +332,20 @@ def main(argv=None):
             return _bench.run(args)
         if args.command == "embed":
             return _embed(args)
+    except KeyboardInterrupt:
+        if args.command == "embed":
+            advice = "finished shards are kept; run the same command again to resume"
+        else:
+            advice = (
+                f"the data sets finished so far are in {args.out}; the bench does "
+                "not resume: run the same command again to start over"
+            )
+        print(f"sklearn-clip {args.command}: interrupted: {advice}.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ManifestMismatchError as exc:
+        # One line per differing field.
+        print(f"sklearn-clip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except (
         ValueError,
         OSError,
@@ -312,9 +362,14 @@ def main(argv=None):
 
 
 def _embed(args):
+    import warnings
+
     from ._featurizer import CLIPFeaturizer
     from .distributed import embed_to_parquet
+    from .distributed._faults import summary_line
 
+    if not args.output.strip():
+        raise ValueError("the output folder (-o) is empty")
     paths = expand_inputs(args.inputs, args.column, args.storage_options)
     featurizer = CLIPFeaturizer(
         args.model,
@@ -323,24 +378,36 @@ def _embed(args):
         device=args.device,
         precision=args.precision,
         batch_size=args.batch_size,
-        storage_options=args.storage_options,
+        timeout=args.timeout,
     )
-    store = embed_to_parquet(
-        featurizer,
-        paths,
-        args.output,
-        backend=args.backend,
-        shard_size=args.shard_size,
-        n_workers=args.workers,
-        address=args.address,
-        storage_options=args.storage_options,
-        progress=not args.no_progress and "auto",
-    )
-    n_errors = len(store.errors())
+    with warnings.catch_warnings():
+        # The summary below says it on stdout, with the exit status.
+        warnings.filterwarnings("ignore", message="embed_to_parquet: .* rows:")
+        store = embed_to_parquet(
+            featurizer,
+            paths,
+            args.output,
+            backend=args.backend,
+            shard_size=args.shard_size,
+            n_workers=args.workers,
+            address=args.address,
+            storage_options=args.storage_options,
+            retry_errors=args.retry_errors,
+            progress=not args.no_progress and "auto",
+        )
+    summary = store.summary()
     print(
         f"{_count(store.n_inputs, 'image')} in {_count(store.n_shards, 'shard')} "
-        f"at {args.output} ({n_errors} unreadable, recorded as error rows)"
+        f"at {args.output}: {summary_line(summary)}"
     )
+    if summary["transient"]:
+        print(
+            f"sklearn-clip embed: {_count(summary['transient'], 'row')} failed "
+            "transiently (network, timeout, server, credentials): run the same "
+            f"command again to retry them (exit status {EXIT_TRANSIENT})",
+            file=sys.stderr,
+        )
+        return EXIT_TRANSIENT
     return 0
 
 
@@ -356,7 +423,7 @@ def expand_inputs(inputs, column="image", storage_options=None):
     import os
     from pathlib import Path
 
-    from ._images import IMAGE_EXTENSIONS, list_image_files
+    from ._images import IMAGE_EXTENSIONS, is_url, list_image_files
     from .distributed import image_column_inputs
     from .distributed._format import is_tar
 
@@ -366,6 +433,9 @@ def expand_inputs(inputs, column="image", storage_options=None):
 
     paths = []
     for item in inputs:
+        if is_url(item):  # never a local path
+            paths += _expand_url(item, column, storage_options)
+            continue
         source = Path(item)
         if source.is_dir():
             found = list_image_files(source)
@@ -404,6 +474,64 @@ def expand_inputs(inputs, column="image", storage_options=None):
         else:
             raise ValueError(f"{item!r} is neither a folder nor a file")
     return paths
+
+
+def _expand_url(url, column, storage_options):
+    """The inputs a URL stands for: an image or archive as it is, the rows
+    of a Parquet file's column, the entries of a CSV or text list, or the
+    image files under a folder (a prefix).
+    """
+    import csv
+    import io
+    import posixpath
+
+    import fsspec
+
+    from ._images import IMAGE_EXTENSIONS
+    from ._remote import with_timeouts
+    from .distributed import image_column_inputs
+    from .distributed._format import is_tar
+
+    suffix = posixpath.splitext(url.split("?", 1)[0])[1].lower()
+    if suffix in IMAGE_EXTENSIONS or is_tar(url):
+        return [url]
+    if suffix == ".parquet":
+        return image_column_inputs([url], column, storage_options=storage_options)
+    options = with_timeouts(url, storage_options, own_retries=False)
+    if suffix in (".csv", ".txt"):
+        with fsspec.open(url, "r", encoding="utf-8-sig", **options) as handle:
+            text = handle.read()
+        base = url.rsplit("/", 1)[0]
+        if suffix == ".csv":
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            if "path" not in (reader.fieldnames or []):
+                raise ValueError(f"{url!r} needs a header row with a 'path' column")
+            entries = [row["path"] for row in reader]
+        else:
+            entries = [
+                line.strip()
+                for line in text.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+        return [
+            entry if "://" in entry or entry.startswith("/") else f"{base}/{entry}"
+            for entry in entries
+        ]
+    fs, root = fsspec.core.url_to_fs(url, **options)
+    try:
+        found = sorted(
+            name
+            for name in fs.find(root)
+            if posixpath.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+        )
+    except FileNotFoundError:
+        found = []
+    if not found:
+        raise ValueError(
+            f"no image files under {url!r} (an image, .tar, .parquet, .csv or .txt "
+            "URL is read as such; any other URL is listed as a folder)"
+        )
+    return [fs.unstrip_protocol(name) for name in found]
 
 
 if __name__ == "__main__":

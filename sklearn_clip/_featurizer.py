@@ -3,7 +3,7 @@
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from ._images import (
     read_encoded,
     worker_processes_allowed,
 )
+from ._remote import DEFAULT_TIMEOUT, check_timeout, forget_hosts
 from ._torch_utils import autocast, resolve_precision
 from ._validation import DEVICE_CONSTRAINT, PRECISION_CONSTRAINT, PRETRAINED_CONSTRAINT
 from ._warnings import warn
@@ -122,6 +123,12 @@ class CLIPFeaturizer(
         fsspec options (credentials, endpoint) for inputs given as URLs
         (``s3://``, ``gs://``, ``az://``, ``https://``, ...); None uses the
         filesystem's defaults (environment variables, config files).
+    timeout : float or (float, float), default=30.0
+        Seconds a read of a URL input may wait to connect and for each
+        answer (a number for both, or a ``(connect, read)`` pair), for S3
+        and HTTP(S) URLs where ``storage_options`` sets none. A read that
+        fails transiently (timeout, connection, 5xx, throttling, refused
+        credentials) is tried 3 times in all, with backoff.
 
     Attributes
     ----------
@@ -186,6 +193,7 @@ class CLIPFeaturizer(
         "quantize": ["boolean"],
         "memmap_dir": [str, os.PathLike, None],
         "storage_options": [dict, None],
+        "timeout": [Interval(Real, 0, None, closed="neither"), tuple],
     }
 
     def __init__(
@@ -205,6 +213,7 @@ class CLIPFeaturizer(
         quantize=False,
         memmap_dir=None,
         storage_options=None,
+        timeout=DEFAULT_TIMEOUT,
     ):
         self.model = model
         self.pretrained = pretrained
@@ -220,6 +229,7 @@ class CLIPFeaturizer(
         self.quantize = quantize
         self.memmap_dir = memmap_dir
         self.storage_options = storage_options
+        self.timeout = timeout
 
     def fit(self, X=None, y=None):
         """Record the embedding width; the featurizer learns nothing.
@@ -235,6 +245,7 @@ class CLIPFeaturizer(
         """
         self._validate_params()
         check_preprocess(self.preprocess)
+        check_timeout(self.timeout)
         self.embedding_dim_ = embedding_dim(self.model)
         self._n_features_out = self.embedding_dim_
         return self
@@ -252,8 +263,12 @@ class CLIPFeaturizer(
         embeddings : ndarray of shape (n_samples, embedding_dim), float32
         """
         self._validate_params()
+        check_timeout(self.timeout)
+        forget_hosts()  # hosts down during an earlier call are tried again
         items = [
-            RemoteFile(item, self.storage_options) if is_url(item) else item
+            RemoteFile(item, self.storage_options, self.timeout)
+            if is_url(item)
+            else item
             for item in check_image_inputs(X)
         ]
         embeddings, failures = embed_items(self, items)
@@ -455,7 +470,7 @@ def _read_once_windows(items, window):
 
     def read(item):
         if isinstance(item, RemoteFile):
-            return read_encoded(item.url, item.storage_options)
+            return read_encoded(item.url, item.storage_options, item.timeout)
         if isinstance(item, (str, os.PathLike)):
             return read_encoded(item)
         return item

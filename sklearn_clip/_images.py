@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from ._remote import DEFAULT_TIMEOUT, read_url
 from ._warnings import warn
 
 # Progress bars appear by default only when decoding takes several batches.
@@ -227,16 +228,12 @@ class RemoteFile:
 
     url: str
     storage_options: dict | None = None
+    #: Connect and read timeout: seconds, or a ``(connect, read)`` pair.
+    timeout: float | tuple = DEFAULT_TIMEOUT
 
     def read(self):
-        try:
-            import fsspec
-        except ImportError as exc:  # pragma: no cover - open_clip needs it
-            raise ImportError(
-                f"reading {self.url} needs fsspec (pip install fsspec)"
-            ) from exc
-        with fsspec.open(self.url, "rb", **(self.storage_options or {})) as handle:
-            return handle.read()
+        # Timeouts on every read; transient failures are tried again.
+        return read_url(self.url, self.storage_options, self.timeout)
 
 
 @dataclass(frozen=True)
@@ -249,15 +246,15 @@ class FailedRead:
     error: BaseException
 
 
-def read_encoded(item, storage_options=None):
+def read_encoded(item, storage_options=None, timeout=DEFAULT_TIMEOUT):
     """Read a file path or URL once: its bytes as :class:`ImageBytes` (named
     by the path or URL), or a :class:`FailedRead` carrying the error that
-    decoding the path would raise.
+    decoding the path would raise (URLs: with ``timeout``, after retries).
     """
     name = os.fspath(item)
     try:
         if is_url(name):
-            data = RemoteFile(name, storage_options).read()
+            data = RemoteFile(name, storage_options, timeout).read()
         else:
             path = Path(name)
             if not path.exists():

@@ -40,6 +40,7 @@ LAYERS = {
         "_machine_load",
         "_model_selection",
         "_onnx_runtime",
+        "_remote",
         "_text",
         "_torch_utils",
         "_training",

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from .._images import FailedRead, ImageBytes, is_url, read_encoded
+from .._remote import DEFAULT_TIMEOUT
 
 _IDENTITY = re.compile(r"^(?P<file>.+)#(?P<column>[^#\[]+)\[(?P<row>\d+)\]$")
 
@@ -142,11 +143,12 @@ class PathCell:
     path: str
 
 
-def read_path_cell(cell, storage_options=None):
+def read_path_cell(cell, storage_options=None, timeout=DEFAULT_TIMEOUT):
     """The image a :class:`PathCell` names, read once (:class:`ImageBytes`
-    or a :class:`FailedRead` whose reason names the path).
+    or a :class:`FailedRead` whose reason names the path; URLs with
+    ``timeout``).
     """
-    item = read_encoded(cell.path, storage_options)
+    item = read_encoded(cell.path, storage_options, timeout)
     if isinstance(item, FailedRead):
         exc = item.error
         try:

@@ -7,6 +7,7 @@ on disk are the state (see ``_format``).
 """
 
 import os
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
@@ -20,8 +21,10 @@ from .._featurizer import CLIPFeaturizer
 from .._images import progress_shown
 from .._warnings import warn
 from ._engines import ENGINES
+from ._faults import RETRY_CHOICES, rows_to_retry, summary_line
 from ._format import (
     BEYOND_THE_LAST,
+    MANIFEST_NAME,
     TARS,
     ShardsFailedError,
     check_manifest,
@@ -31,10 +34,12 @@ from ._format import (
     job_fields,
     job_shape,
     output_location,
+    part_name,
     read_manifest,
     require,
     shard_bounds,
     shard_count,
+    shard_files,
     write_manifest,
 )
 from ._store import EmbeddingStore
@@ -56,6 +61,7 @@ BACKENDS = ("local", "ray", "dask")
         "address": [str, None],
         "worker_resources": [dict, StrOptions({"auto"})],
         "storage_options": [dict, None],
+        "retry_errors": [StrOptions(set(RETRY_CHOICES))],
         "progress": ["boolean", StrOptions({"auto"})],
     },
     prefer_skip_nested_validation=True,
@@ -71,6 +77,7 @@ def embed_to_parquet(
     address=None,
     worker_resources="auto",
     storage_options=None,
+    retry_errors="transient",
     progress="auto",
 ):
     """Embed image files into a folder of Parquet shards, resumably.
@@ -83,8 +90,15 @@ def embed_to_parquet(
     unchanged ``featurizer`` on one shard at a time, writing
     ``part-000123.parquet`` under a temporary name and renaming it when
     complete. Running the same call again computes only the shards that are
-    missing (after a crash, a lost node or Ctrl-C); a folder that holds
-    another job is refused.
+    missing (after a crash, a lost node or Ctrl-C) and the rows that failed
+    transiently; a folder that holds another job is refused.
+
+    Every input ends as an embedding or as an error row with its reason and
+    its kind: ``"transient"`` (connection failure, timeout, 5xx, throttling,
+    refused credentials; tried 3 times with backoff within the run) or
+    ``"permanent"`` (not an image, undecodable, no such file). A job that
+    ends with transient error rows warns, and the store's ``summary()``
+    counts them.
 
     Parameters
     ----------
@@ -127,7 +141,14 @@ def embed_to_parquet(
         with ``--resources GPU=1``; ``"auto"`` asks for ``{"GPU": 1}`` when
         the workers declare GPUs, else nothing.
     storage_options : dict, default=None
-        fsspec options for ``output_dir`` (credentials, endpoints).
+        fsspec options (credentials, endpoints) for ``output_dir`` and for
+        the input URLs; the featurizer's own ``storage_options``, where set,
+        take their place for the inputs (a bucket of images read with other
+        credentials than the output's).
+    retry_errors : {"transient", "all"}, default="transient"
+        The error rows of finished shards that a re-run embeds again:
+        those whose failure was transient (and those of shards written by
+        sklearn-clip 0.2, which record no kind), or all of them.
     progress : bool or "auto", default="auto"
         A progress bar counting images and shards (``"auto"``: on a terminal).
 
@@ -139,7 +160,9 @@ def embed_to_parquet(
     Raises
     ------
     ManifestMismatchError
-        ``output_dir`` holds another job (other inputs, model, shard size...).
+        ``output_dir`` holds another job (other inputs, model, shard size...),
+        or another job claimed it first (the claim is an atomic create of
+        its ``_manifest.json``, conditional on object stores).
     ShardsFailedError
         Some shards failed; the others are kept and a re-run computes the rest.
 
@@ -187,6 +210,11 @@ def embed_to_parquet(
     if backend == "local" and worker_resources != "auto":
         raise ValueError("worker_resources applies to the 'ray' and 'dask' backends.")
 
+    if not os.fspath(output_dir).strip():
+        raise ValueError(
+            "output_dir is empty: give the folder or URL to write the store to "
+            "(an empty path would write into the working directory)."
+        )
     paths = check_path_inputs(inputs)
     require("pyarrow")  # the shards' format: checked before any work
     if inputs_layout(paths) == TARS and shard_size != 4096:
@@ -196,22 +224,81 @@ def embed_to_parquet(
             UserWarning,
         )
     fs, root = output_location(output_dir, storage_options)
+    _check_bucket(fs, root, output_dir)
     expected = job_fields(featurizer, paths, shard_size)
     manifest = read_manifest(fs, root)
+    claim = None
     if manifest is None:
         _refuse_foreign_shards(fs, root, output_dir)
-        # Claimed before any engine starts: a second job started on the same
-        # folder meanwhile finds this manifest and is refused (the cache key
-        # comes from the workers, once they are up).
+        # Claimed before any engine starts, by an atomic create: a second
+        # job started on the same folder meanwhile finds this manifest and
+        # is refused (the cache key comes from the workers, once they are up).
+        claim = uuid.uuid4().hex
         if not write_manifest(
-            fs, root, {**expected, "cache_key": None}, exclusive=True
+            fs, root, {**expected, "cache_key": None, "claim": claim}, exclusive=True
         ):
+            claim = None
             manifest = read_manifest(fs, root)
+    try:
+        store = _embed(
+            featurizer,
+            paths,
+            output_dir,
+            fs,
+            root,
+            expected,
+            manifest,
+            claim,
+            backend=backend,
+            n_workers=n_workers,
+            address=address,
+            worker_resources=worker_resources,
+            storage_options=storage_options,
+            retry_errors=retry_errors,
+            progress=progress,
+        )
+    except BaseException:
+        if claim is not None:
+            _release(fs, root, claim)
+        raise
+    # Read by another instance: the store returned has read nothing yet.
+    summary = EmbeddingStore(output_dir, storage_options=storage_options).summary()
+    if summary["transient"]:
+        warn(
+            f"embed_to_parquet: {summary_line(summary)}. Rows that failed "
+            "transiently are embedded again by running the same call again "
+            "(once the store, network or credentials are back).",
+            UserWarning,
+        )
+    return store
+
+
+def _embed(
+    featurizer,
+    paths,
+    output_dir,
+    fs,
+    root,
+    expected,
+    manifest,
+    claim,
+    *,
+    backend,
+    n_workers,
+    address,
+    worker_resources,
+    storage_options,
+    retry_errors,
+    progress,
+):
+    """The job once the folder is claimed (``claim``: this run's token, or
+    None when the folder held the job already).
+    """
     if manifest is not None:
         check_manifest(manifest, expected, output_dir)
     else:
-        manifest = {**expected, "cache_key": None}
-    done = set()
+        manifest = {**expected, "cache_key": None, "claim": claim}
+    done, repairs = set(), {}
     if manifest["cache_key"] is not None:
         # Every page of every finished shard is read against its checksum:
         # a damaged shard is computed again, never kept.
@@ -221,17 +308,30 @@ def embed_to_parquet(
             manifest,
             paths=paths,
             verify_data=True,
-            source_versions=_archive_versions(manifest, paths, featurizer),
+            source_versions=_archive_versions(
+                manifest, paths, featurizer.storage_options or storage_options
+            ),
         )
         _report_unusable(problems)
+        for shard in sorted(done):
+            rows = rows_to_retry(fs, f"{root}/{part_name(shard)}", retry_errors)
+            if rows and manifest.get("layout") == TARS:
+                done.discard(shard)  # an archive is read again whole
+            elif rows:
+                repairs[shard] = rows
     n_shards = shard_count(manifest["n_inputs"], manifest["shard_size"])
-    todo = [shard for shard in range(n_shards) if shard not in done]
+    todo = [shard for shard in range(n_shards) if shard not in done or shard in repairs]
     if todo:
         params = featurizer.get_params()
+        if params["storage_options"] is None:
+            # One storage_options serves inputs and output.
+            params["storage_options"] = storage_options
         with ENGINES[backend](params, n_workers, address, worker_resources) as engine:
             cache_key = engine.cache_key()
             if manifest["cache_key"] is None:
-                write_manifest(fs, root, {**expected, "cache_key": cache_key})
+                write_manifest(
+                    fs, root, {**expected, "cache_key": cache_key, "claim": claim}
+                )
                 manifest = read_manifest(fs, root)
             check_manifest(manifest, {"cache_key": cache_key}, output_dir)
             job = {
@@ -239,6 +339,7 @@ def embed_to_parquet(
                 "inputs_sha256": expected["inputs_sha256"],
                 "layout": manifest.get("layout"),
                 "shape": job_shape(manifest),
+                "run": uuid.uuid4().hex,
             }
             tasks = []
             for shard in todo:
@@ -254,6 +355,7 @@ def embed_to_parquet(
                         fs.unstrip_protocol(root),
                         job,
                         storage_options,
+                        repairs.get(shard),
                     )
                 )
             # The rows of tar archives are counted as they are read.
@@ -264,7 +366,7 @@ def embed_to_parquet(
     return EmbeddingStore(output_dir, storage_options=storage_options)
 
 
-def _archive_versions(manifest, paths, featurizer):
+def _archive_versions(manifest, paths, storage_options):
     """``{shard: version}`` of every tar archive now (None where it cannot
     be read: its shard is kept), read by threads; None for image files.
     """
@@ -273,12 +375,46 @@ def _archive_versions(manifest, paths, featurizer):
 
     def version(path):
         try:
-            return archive_version(path, featurizer.storage_options)
+            return archive_version(path, storage_options)
         except Exception:  # noqa: BLE001 - unreadable now: keep what was read
             return None
 
     with ThreadPoolExecutor(READ_THREADS) as pool:
         return dict(enumerate(pool.map(version, paths)))
+
+
+def _check_bucket(fs, root, output_dir):
+    """Refuse an output in a bucket that does not exist, naming it (instead
+    of letting the file system try to create it).
+    """
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if not set(protocols) & {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}:
+        return
+    bucket = root.split("/", 1)[0]
+    try:
+        exists = fs.exists(bucket)
+    except PermissionError:
+        return  # may not list it, may still write into it
+    if not exists:
+        raise FileNotFoundError(
+            f"the bucket {bucket!r} of the output {os.fspath(output_dir)} does not "
+            "exist (or these credentials cannot see it): create it, or check the "
+            "name and storage_options."
+        )
+
+
+def _release(fs, root, claim):
+    """Give the folder back after a failed run that wrote no shard: remove
+    the manifest if it is still this run's claim.
+    """
+    try:
+        if shard_files(fs, root):
+            return
+        manifest = read_manifest(fs, root)
+        if manifest is not None and manifest.get("claim") == claim:
+            fs.rm(f"{root}/{MANIFEST_NAME}")
+    except Exception:  # noqa: BLE001 - the run's own error matters more
+        pass
 
 
 def _report_unusable(problems):
@@ -314,7 +450,7 @@ def _run(engine, tasks, n_inputs, n_shards, progress):
     """Run the shard tasks; return ``{shard: error message}`` of failures.
     ``n_inputs`` is None when the rows are counted as they are read.
     """
-    rows_todo = sum(len(task[1]) for task in tasks)
+    rows_todo = sum(len(task[7] or task[1]) for task in tasks)
     show = progress_shown(progress)
     bar = tqdm(
         total=n_inputs,

@@ -202,11 +202,12 @@ def job_fields(featurizer, paths, shard_size):
 
 def read_manifest(fs, root):
     path = f"{root}/{MANIFEST_NAME}"
-    if not fs.exists(path):
-        return None
     try:
-        with fs.open(path, "r") as handle:
-            manifest = json.load(handle)
+        # One request: another job may rewrite the object meanwhile (a
+        # ranged read of an object store would then fail on its ETag).
+        manifest = json.loads(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(
             f"{path} is not a readable manifest ({exc}); it was edited or damaged. "
@@ -273,8 +274,11 @@ def job_shape(manifest):
 def write_manifest(fs, root, manifest, *, exclusive=False):
     """Write the manifest atomically; with ``exclusive``, only if none exists.
 
-    Returns False when ``exclusive`` and another run wrote one first (on
-    local disk this is atomic; on object stores, check-then-write).
+    Returns False when ``exclusive`` and another run wrote one first. The
+    exclusive write is atomic on local disk (a hard link) and on object
+    stores with conditional writes (S3's ``If-None-Match``, through
+    fsspec's ``"xb"`` mode); elsewhere it is a write followed by a read
+    that checks the manifest is this run's.
     """
     fs.makedirs(root, exist_ok=True)
     manifest = {
@@ -288,10 +292,7 @@ def write_manifest(fs, root, manifest, *, exclusive=False):
         _write_atomically(fs, path, text)
         return True
     if not _is_local(fs):
-        if fs.exists(path):
-            return False
-        _write_atomically(fs, path, text)
-        return True
+        return _create_exclusively(fs, path, text)
     temporary = f"{root}/.{MANIFEST_NAME}.{uuid.uuid4().hex}.tmp"
     with open(temporary, "w") as handle:
         handle.write(text)
@@ -302,6 +303,25 @@ def write_manifest(fs, root, manifest, *, exclusive=False):
     finally:
         os.remove(temporary)
     return True
+
+
+def _create_exclusively(fs, path, text):
+    """Create the object ``path`` holding ``text`` unless it exists."""
+    try:
+        with fs.open(path, "xb") as handle:  # a conditional write
+            handle.write(text.encode())
+        return True
+    except FileExistsError:
+        return False
+    except (ValueError, NotImplementedError, TypeError):
+        pass  # this file system has no exclusive mode
+    if fs.exists(path):
+        return False
+    _write_atomically(fs, path, text)
+    time.sleep(1.0)  # the other writer's object, if any, lands meanwhile
+    fs.invalidate_cache(path)
+    with fs.open(path, "r") as handle:
+        return handle.read() == text
 
 
 def check_manifest(existing, expected, output_dir):
@@ -327,6 +347,12 @@ def check_manifest(existing, expected, output_dir):
             f"{output_dir} holds another embedding job (its {MANIFEST_NAME} "
             "differs):\n" + "\n".join(lines) + "\nWrite to a new folder, or delete "
             "this one to start over; shards of two jobs are never mixed."
+            + (
+                f"\nNo shard was written for that job yet: if no job is running "
+                f"there, delete {MANIFEST_NAME} to claim the folder."
+                if "cache_key" in existing and existing["cache_key"] is None
+                else ""
+            )
         )
 
 
@@ -543,8 +569,11 @@ def _is_local(fs):
     return "file" in protocols or "local" in protocols
 
 
-def shard_table(first_row, paths, hashes, embeddings, errors):
-    """The Arrow table of one shard (the columns of the store)."""
+def shard_table(first_row, paths, hashes, embeddings, errors, kinds=None):
+    """The Arrow table of one shard (the columns of the store); ``kinds``:
+    ``"transient"`` or ``"permanent"`` per failed row (stores written before
+    0.3 have no ``error_kind`` column).
+    """
     pa = require("pyarrow")
     n, dim = embeddings.shape
     failed = np.array([error is not None for error in errors], dtype=bool)
@@ -559,6 +588,9 @@ def shard_table(first_row, paths, hashes, embeddings, errors):
             "content_sha256": pa.array(hashes, type=pa.string()),
             "embedding": embedding,
             "error": pa.array(errors, type=pa.string()),
+            "error_kind": pa.array(
+                [None] * n if kinds is None else kinds, type=pa.string()
+            ),
         }
     )
 

@@ -64,10 +64,11 @@ class CLIPBatchEmbedder:
                 f"{sorted(batch)}); set input_column=..."
             )
         paths = [str(path) for path in batch[self.input_column]]
-        embeddings, hashes, errors = embed_inputs(self._featurizer, paths)
+        embeddings, hashes, errors, kinds = embed_inputs(self._featurizer, paths)
         return {
             **batch,
             "content_sha256": np.array(hashes, dtype=object),
             "embedding": embeddings,
             "error": np.array(errors, dtype=object),
+            "error_kind": np.array(kinds, dtype=object),
         }

@@ -7,6 +7,7 @@ import numpy as np
 from .._embedding_cache import EmbeddingCache
 from .._images import ImageLoadError
 from .._warnings import warn
+from ._faults import error_columns, summarize
 from ._format import (
     MANIFEST_NAME,
     OTHER_JOB,
@@ -34,7 +35,8 @@ class EmbeddingStore:
 
     A store is what :func:`embed_to_parquet` writes: one
     ``part-000123.parquet`` per shard (columns ``row``, ``input``,
-    ``content_sha256``, ``embedding``, ``error``) and a ``_manifest.json``.
+    ``content_sha256``, ``embedding``, ``error``, ``error_kind``) and a
+    ``_manifest.json``.
     Any Parquet reader can read the folder too (pandas, Spark, DuckDB, Ray
     Data); this class adds input order, error handling and the export into
     the local embedding cache.
@@ -292,6 +294,33 @@ class EmbeddingStore:
                 failed.column("error").to_pylist(),
             )
         return found
+
+    def summary(self):
+        """Rows embedded and error rows by kind and cause.
+
+        Returns
+        -------
+        summary : dict
+            ``rows``, ``embedded``, ``transient`` and ``permanent`` (error
+            rows of each kind: a re-run embeds the transient ones again) and
+            ``causes``: ``{kind: {exception name: rows}}``. Error rows of
+            shards written by sklearn-clip 0.2, which record no kind, count
+            as transient.
+
+        Examples
+        --------
+        >>> store.summary()  # doctest: +SKIP
+        {'rows': 29, 'transient': 0, 'permanent': 2, 'causes': {'permanent':
+        {'ValueError': 1, 'FileNotFoundError': 1}}, 'embedded': 27}
+        """
+        self._checked_complete()
+        return summarize(
+            (
+                error_columns(self._fs, f"{self._root}/{part_name(shard)}")
+                for shard in range(self.n_shards)
+            ),
+            self.n_inputs,
+        )
 
     def to_numpy(self, *, on_error="raise", memmap_path=None):
         """The embeddings in input order.

@@ -14,9 +14,16 @@ import numpy as np
 from .._clip import embedding_dim, load_clip
 from .._embedding_cache import content_key
 from .._featurizer import CLIPFeaturizer, embed_items, embedding_key
-from .._images import read_encoded
+from .._images import FailedRead, read_encoded
+from .._remote import (
+    PERMANENT,
+    failure_kind,
+    forget_hosts,
+    protocol_of,
+    with_timeouts,
+)
 from ._columns import ColumnReader, PathCell, is_column_input, read_path_cell
-from ._format import TARS, shard_table, write_shard
+from ._format import TARS, embedding_matrix, read_shard_table, shard_table, write_shard
 from ._tars import DamagedArchiveError, archive_version, iter_tar_samples
 
 
@@ -78,14 +85,19 @@ def embed_inputs(featurizer, inputs):
     windows, whatever the shard's size. Windows are whole batches, so the
     embeddings are those of one ``transform`` call over the inputs.
 
-    Returns ``(embeddings, content hashes, errors)``: float32 rows (NaN
-    where the input failed), the SHA-256 content key of each readable input
-    (the key of the local embedding cache) and the error message per row
-    (``None`` where it succeeded).
+    Returns ``(embeddings, content hashes, errors, error kinds)``: float32
+    rows (NaN where the input failed), the SHA-256 content key of each
+    readable input (the key of the local embedding cache), the error message
+    per row (``None`` where it succeeded) and whether each failure is
+    ``"transient"`` or ``"permanent"`` (``None`` where it succeeded).
+    URLs are read with the featurizer's ``timeout``; transient failures are
+    tried again (see :func:`~sklearn_clip._remote.read_url`).
     """
     window = featurizer.batch_size * READ_AHEAD_BATCHES
     options = featurizer.storage_options
-    columns = ColumnReader(options)
+    timeout = featurizer.timeout
+    column_inputs = [name for name in inputs if is_column_input(name)]
+    columns = ColumnReader(_with_timeouts(column_inputs, options, timeout))
 
     def read(chunk):
         """The items of ``chunk``; each input's kind is its own: a file path
@@ -96,9 +108,9 @@ def embed_inputs(featurizer, inputs):
         for i, item in zip(cells, columns.read([chunk[i] for i in cells])):
             items[i] = item
         futures = {
-            i: pool.submit(read_path_cell, item, options)
+            i: pool.submit(read_path_cell, item, options, timeout)
             if isinstance(item, PathCell)
-            else pool.submit(read_encoded, chunk[i], options)
+            else pool.submit(read_encoded, chunk[i], options, timeout)
             for i, item in enumerate(items)
             if item is None or isinstance(item, PathCell)
         }
@@ -112,10 +124,20 @@ def embed_inputs(featurizer, inputs):
             for start in range(0, len(inputs), window)
         )
         # The next window is read while this one is embedded.
-        embeddings, hashes, errors, _ = _embed_windows(
+        embeddings, hashes, errors, kinds, _ = _embed_windows(
             featurizer, _read_ahead(windows, ahead)
         )
-    return embeddings, hashes, errors
+    return embeddings, hashes, errors, kinds
+
+
+def _with_timeouts(inputs, options, timeout):
+    """The options of column files with timeouts, when they share one
+    protocol (the timeouts' options differ between protocols).
+    """
+    protocols = {protocol_of(item) for item in inputs}
+    if len(protocols) != 1:
+        return options
+    return with_timeouts(inputs[0], options, timeout, own_retries=False)
 
 
 def embed_tar(featurizer, url):
@@ -123,15 +145,18 @@ def embed_tar(featurizer, url):
     as a stream: one row per sample (the files sharing a key), in archive
     order, from its first image file (``.jpg``, ``.png``, ``.webp``, ...).
 
-    Returns ``(embeddings, content hashes, errors, identities)``; the
-    identity of a row is ``"<archive>#<sample key>"``. The next window of
-    samples is read while the model embeds this one.
+    Returns ``(embeddings, content hashes, errors, error kinds,
+    identities)``; the identity of a row is ``"<archive>#<sample key>"``.
+    The next window of samples is read while the model embeds this one.
     """
     window = featurizer.batch_size * READ_AHEAD_BATCHES
+    options = with_timeouts(
+        url, featurizer.storage_options, featurizer.timeout, own_retries=False
+    )
 
     def windows():
         items, names = [], []
-        for key, item in iter_tar_samples(url, featurizer.storage_options):
+        for key, item in iter_tar_samples(url, options):
             items.append(item)
             names.append(f"{url}#{key}")
             if len(items) == window:
@@ -154,24 +179,36 @@ def _read_ahead(iterator, pool):
 
 def _embed_windows(featurizer, windows):
     """Embed windows of read items (``items`` or ``(items, names)``);
-    return the embeddings, content hashes, errors and names of all rows.
+    return the embeddings, content hashes, errors, error kinds and names of
+    all rows. A failed read is as transient as its error; bytes that do not
+    decode are a permanent failure.
     """
-    parts, hashes, errors, names = [], [], [], []
+    parts, hashes, errors, kinds, names = [], [], [], [], []
     for window in windows:
         items, window_names = window if isinstance(window, tuple) else (window, None)
         part, failures = embed_items(featurizer, items)
         part = np.asarray(part, dtype=np.float32)
         window_errors = [None] * len(items)
+        window_kinds = [None] * len(items)
         for offset, _, reason in failures:
             window_errors[offset] = reason
+            item = items[offset]
+            window_kinds[offset] = (
+                failure_kind(item.error) if isinstance(item, FailedRead) else PERMANENT
+            )
             part[offset] = np.nan
         parts.append(part)
         hashes += [content_key(item) for item in items]
         errors += window_errors
+        kinds += window_kinds
         names += window_names or []
     dim = parts[0].shape[1] if parts else embedding_dim(featurizer.model)
     embeddings = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
-    return embeddings, hashes, errors, names
+    return embeddings, hashes, errors, kinds, names
+
+
+#: The run of the last shard embedded here (hosts' health is per run).
+_last_run = None
 
 
 def embed_shard(
@@ -182,19 +219,27 @@ def embed_shard(
     root_url,
     job,
     storage_options,
+    repair=None,
     pooled=False,
 ):
     """Embed one shard and write its Parquet file; what a worker runs.
 
     ``job``: the manifest's ``cache_key`` and ``inputs_sha256``, stamped on
-    the file. ``pooled``: this process is one of several workers sharing the node's
-    cores, so on the CPU ``num_workers="auto"`` decodes with threads instead
-    of starting DataLoader processes that would compete with the others.
+    the file. ``repair``: offsets of the rows of a finished shard to embed
+    again (its error rows a re-run retries); the other rows are kept from
+    the shard's file, which is replaced by the repaired one. ``pooled``: this
+    process is one of several workers sharing the node's cores, so on the
+    CPU ``num_workers="auto"`` decodes with threads instead of starting
+    DataLoader processes that would compete with the others.
     Returns a small summary (rows, errors, seconds, worker). Raises if this
     worker computes another cache key than the job's (a CPU worker in a GPU
     job, say), instead of writing embeddings that differ from the others.
     """
     started = time.perf_counter()
+    global _last_run
+    if job.get("run") != _last_run:
+        forget_hosts()  # hosts down during an earlier run are tried again
+        _last_run = job.get("run")
     featurizer, clip = load_worker(params)
     cache_key = job["cache_key"]
     here = embedding_key(featurizer, clip)
@@ -209,10 +254,15 @@ def embed_shard(
     if pooled and featurizer.num_workers == "auto" and clip.device.type == "cpu":
         featurizer.set_params(num_workers=0)
     version = None
-    if job.get("layout") == TARS:  # paths: the one archive of this shard
+    if repair:
+        embeddings, hashes, errors, kinds = _repaired(
+            featurizer, paths, shard, repair, root_url, storage_options
+        )
+        names = paths
+    elif job.get("layout") == TARS:  # paths: the one archive of this shard
         options = featurizer.storage_options
         version = archive_version(paths[0], options)
-        embeddings, hashes, errors, names = embed_tar(featurizer, paths[0])
+        embeddings, hashes, errors, kinds, names = embed_tar(featurizer, paths[0])
         if archive_version(paths[0], options) != version:
             raise DamagedArchiveError(
                 f"the tar archive {paths[0]} changed while it was read; no row of "
@@ -220,16 +270,46 @@ def embed_shard(
             )
         first_row = 0  # rows count within the archive; the store adds offsets
     else:
-        embeddings, hashes, errors = embed_inputs(featurizer, paths)
+        embeddings, hashes, errors, kinds = embed_inputs(featurizer, paths)
         names = paths
-    table = shard_table(first_row, names, hashes, embeddings, errors)
+    table = shard_table(first_row, names, hashes, embeddings, errors, kinds)
     write_shard(
         table, shard, paths, job, root_url, storage_options, source_version=version
     )
     return {
         "shard": shard,
-        "rows": len(names),
+        "rows": len(repair) if repair else len(names),
         "errors": sum(error is not None for error in errors),
+        "transient": sum(kind != PERMANENT for kind in kinds if kind is not None),
         "seconds": time.perf_counter() - started,
         "worker": worker_name(),
     }
+
+
+def _repaired(featurizer, paths, shard, rows, root_url, storage_options):
+    """The columns of a finished shard with ``rows`` (offsets) embedded
+    again: ``(embeddings, hashes, errors, kinds)``.
+    """
+    from ._format import output_location, part_name
+
+    fs, root = output_location(root_url, storage_options)
+    table = read_shard_table(fs, f"{root}/{part_name(shard)}")
+    embeddings = embedding_matrix(
+        table.column("embedding"), table.schema.field("embedding").type.list_size
+    ).copy()
+    hashes = table.column("content_sha256").to_pylist()
+    errors = table.column("error").to_pylist()
+    kinds = (
+        table.column("error_kind").to_pylist()
+        if "error_kind" in table.column_names
+        else [None] * len(errors)
+    )
+    again, again_hashes, again_errors, again_kinds = embed_inputs(
+        featurizer, [paths[row] for row in rows]
+    )
+    for i, row in enumerate(rows):
+        embeddings[row] = again[i]
+        hashes[row] = again_hashes[i]
+        errors[row] = again_errors[i]
+        kinds[row] = again_kinds[i]
+    return embeddings, hashes, errors, kinds

@@ -157,7 +157,10 @@ def test_cli_embeds_a_list_of_urls_into_the_bucket(s3, expected, tmp_path, capsy
     argv += ["--batch-size", str(BATCH_SIZE), "--storage-options", json.dumps(options)]
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
-    assert "8 images in 1 shard at s3://photos-embeddings/cli (1 unreadable" in printed
+    assert (
+        "8 images in 1 shard at s3://photos-embeddings/cli: 8 rows: 7 embedded, "
+        "1 error rows (permanent: 1 ValueError)"
+    ) in printed
     store = EmbeddingStore("s3://photos-embeddings/cli", storage_options=options)
     with pytest.warns(UserWarning, match="could not be read"):
         np.testing.assert_array_equal(store.to_numpy(on_error="nan"), expected[:8])
