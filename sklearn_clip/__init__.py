@@ -46,6 +46,9 @@ _EXPORTS = {
     "ZeroShotClassifier": "_zero_shot",
     "ZeroShotLogits": "_zero_shot_logits",
     "ZSLinearProbeClassifier": "_zs_linear_probe",
+    "abstention_curve": "_trust",
+    "expected_calibration_error": "_trust",
+    "reliability_curve": "_trust",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from ._base import CLIPModelMismatchWarning
+from ._bench_trust import report_trust, trust_measurements
 from ._clip_classifier import (
     CANDIDATES,
     IMAGE_ONLY_CANDIDATES,
@@ -263,7 +264,9 @@ def run_benchmark(
     (transductive); ``"pool"`` passes the rest of the training pool and the
     validation split, and scores ``predict`` on the test images (inductive).
 
-    Returns a list of records ``{method, shots, seed, accuracy, fit_seconds}``.
+    Returns a list of records ``{method, shots, seed, accuracy, fit_seconds,
+    ece, log_loss, reliability, abstention}`` (the last four: see
+    :func:`._bench_trust.trust_measurements`).
     """
     seeds = range(seeds) if isinstance(seeds, int) else seeds
     variants = [False] if unlabelled == "none" else [False, True]
@@ -285,7 +288,7 @@ def run_benchmark(
         uses_shots = method.uses_shots or with_unlabelled
         key = record_name if not uses_shots else (record_name, train.tobytes())
         if key in once:
-            accuracy, seconds = once[key]
+            accuracy, seconds, trust = once[key]
         else:
             estimator = method.build(dataset["text_features"])
             X, y = dataset["X_train"][train], dataset["y_train"][train]
@@ -310,7 +313,8 @@ def run_benchmark(
                 accuracy = float(np.mean(labels == dataset["y_test"]))
             else:
                 accuracy = float(estimator.score(dataset["X_test"], dataset["y_test"]))
-            once[key] = (accuracy, seconds)
+            trust = trust_measurements(estimator, dataset["X_test"], dataset["y_test"])
+            once[key] = (accuracy, seconds, trust)
         records.append(
             dict(
                 method=record_name,
@@ -318,6 +322,7 @@ def run_benchmark(
                 seed=seed,
                 accuracy=accuracy,
                 fit_seconds=seconds,
+                **trust,
             )
         )
     return records
@@ -674,6 +679,7 @@ def run(args):
                 "method\n"
             )
             print(versus)
+        report_trust(records, args.shots, dataset["name"], out)
         (out / f"{dataset['name']}.json").write_text(
             json.dumps({"dataset": dataset["name"], "records": records}, indent=1)
         )

@@ -40,6 +40,7 @@ LAYERS = {
         "_text",
         "_torch_utils",
         "_training",
+        "_trust",
         "_unlabelled",
         "_validation",
         "_version",
@@ -59,6 +60,7 @@ LAYERS = {
     ),
     "composite": (
         "_bench",
+        "_bench_trust",
         "_clip_classifier",
         "_discovery",
         "_persistence",
