@@ -49,6 +49,8 @@ _EXPORTS = {
     "abstention_curve": "_trust",
     "expected_calibration_error": "_trust",
     "reliability_curve": "_trust",
+    "check_class_conditional": "_conformal",
+    "transductive_conformal_sets": "_conformal",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -62,6 +62,7 @@ LAYERS = {
         "_bench",
         "_bench_trust",
         "_clip_classifier",
+        "_conformal",
         "_discovery",
         "_persistence",
         "_pipeline",
