@@ -50,6 +50,11 @@ _EXPORTS = {
     "ZeroShotClassifier": "_zero_shot",
     "ZeroShotLogits": "_zero_shot_logits",
     "ZSLinearProbeClassifier": "_zs_linear_probe",
+    "abstention_curve": "_trust",
+    "expected_calibration_error": "_trust",
+    "reliability_curve": "_trust",
+    "check_class_conditional": "_conformal",
+    "transductive_conformal_sets": "_conformal",
 }
 
 __all__ = sorted(_EXPORTS)

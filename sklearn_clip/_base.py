@@ -412,7 +412,8 @@ class TextClassesMixin:
             raise ValueError(
                 f"class_names has {len(class_names)} entries but y has "
                 f"{len(classes)} classes; give one name per class in sorted-label "
-                "order, or a dict label -> name."
+                "order, or a dict label -> name (which also serves folds of "
+                "cross-validation that lack some classes)."
             )
         return [str(name) for name in class_names]
 
@@ -421,7 +422,7 @@ class TextClassesMixin:
         if callable(text_features):
             text_features = text_features(classes, n_features)
         if text_features is not None:
-            text = check_text_features(text_features, len(classes), n_features)
+            text = check_text_features(text_features, classes, n_features)
             if self.logit_scale is None and is_sigmoid_model(self.model):
                 warn(
                     f"{type(self).__name__}: text_features is given without "

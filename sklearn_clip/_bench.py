@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from ._base import CLIPModelMismatchWarning
+from ._bench_trust import report_trust, trust_measurements
 from ._busy import busy_torch_processes
 from ._clip_classifier import (
     CANDIDATES,
@@ -223,7 +224,9 @@ def run_benchmark(
     (transductive); ``"pool"`` passes the rest of the training pool and the
     validation split, and scores ``predict`` on the test images (inductive).
 
-    Returns a list of records ``{method, shots, seed, accuracy, fit_seconds}``.
+    Returns a list of records ``{method, shots, seed, accuracy, fit_seconds,
+    ece, log_loss, reliability, abstention}`` (the last four: see
+    :func:`._bench_trust.trust_measurements`).
     """
     seeds = range(seeds) if isinstance(seeds, int) else seeds
     variants = [False] if unlabelled == "none" else [False, True]
@@ -245,7 +248,7 @@ def run_benchmark(
         uses_shots = method.uses_shots or with_unlabelled
         key = record_name if not uses_shots else (record_name, train.tobytes())
         if key in once:
-            accuracy, seconds = once[key]
+            accuracy, seconds, trust = once[key]
         else:
             estimator = method.build(dataset["text_features"])
             X, y = dataset["X_train"][train], dataset["y_train"][train]
@@ -270,7 +273,8 @@ def run_benchmark(
                 accuracy = float(np.mean(labels == dataset["y_test"]))
             else:
                 accuracy = float(estimator.score(dataset["X_test"], dataset["y_test"]))
-            once[key] = (accuracy, seconds)
+            trust = trust_measurements(estimator, dataset["X_test"], dataset["y_test"])
+            once[key] = (accuracy, seconds, trust)
         records.append(
             dict(
                 method=record_name,
@@ -278,6 +282,7 @@ def run_benchmark(
                 seed=seed,
                 accuracy=accuracy,
                 fit_seconds=seconds,
+                **trust,
             )
         )
     return records
@@ -671,6 +676,7 @@ def run(args):
             conditions_record["load_beside_busy_processes"] = (
                 busy_monitor.result.as_dict()
             )
+        report_trust(records, args.shots, dataset["name"], out)
         (out / f"{dataset['name']}.json").write_text(
             json.dumps(
                 {

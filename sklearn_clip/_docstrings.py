@@ -26,11 +26,14 @@ class_names : dict, list or None, default=None
     Prompt names for labels that are not names themselves: a dict
     ``label -> name`` or a list in sorted-label order. String labels are
     their own names when this is None.
-text_features : array-like of shape (n_classes, n_features), callable or None, \
-default=None
+text_features : array-like of shape (n_classes, n_features), dict, callable \
+or None, default=None
     Class text embeddings instead of encoding names with CLIP: an array with
-    rows in sorted-label order, or a callable ``f(classes, n_features)``
-    returning them (a text encoder of your own). No CLIP is loaded then, and
+    rows in sorted-label order; a dict ``label -> embedding``, of which the
+    classes in ``y`` are used (so that the estimator fits on folds of
+    cross-validation, or MAPIE's, that lack some classes, as scikit-learn's
+    estimators do); or a callable ``f(classes, n_features)`` returning the
+    rows of ``classes`` (a text encoder of your own). No CLIP is loaded then, and
     ``templates``, ``class_names`` and ``precision`` have no effect (setting
     them warns).
 logit_scale : float or None, default=None

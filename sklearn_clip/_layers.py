@@ -45,6 +45,7 @@ LAYERS = {
         "_torch_utils",
         "_training",
         "_transformers",
+        "_trust",
         "_unlabelled",
         "_validation",
         "_version",
@@ -64,7 +65,9 @@ LAYERS = {
     ),
     "composite": (
         "_bench",
+        "_bench_trust",
         "_clip_classifier",
+        "_conformal",
         "_discovery",
         "_onnx",
         "_persistence",

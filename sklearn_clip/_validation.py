@@ -12,7 +12,7 @@ PRECISION_CONSTRAINT = [StrOptions({"auto", "fp32", "bf16", "fp16"})]
 PRETRAINED_CONSTRAINT = [str, os.PathLike, None]
 TEMPLATES_CONSTRAINT = [str, list, tuple]
 CLASS_NAMES_CONSTRAINT = [dict, list, tuple, None]
-TEXT_FEATURES_CONSTRAINT = ["array-like", callable, None]
+TEXT_FEATURES_CONSTRAINT = ["array-like", dict, callable, None]
 
 #: Parameters of every estimator whose classifier comes from class text.
 TEXT_PARAMETER_CONSTRAINTS = {
@@ -27,14 +27,45 @@ TEXT_PARAMETER_CONSTRAINTS = {
 }
 
 
-def check_text_features(text_features, n_classes, n_features):
-    """Validate user-given class text embeddings and L2-normalise the rows."""
+def check_text_features(text_features, classes, n_features):
+    """Validate user-given class text embeddings for ``classes`` and
+    L2-normalise the rows.
+
+    ``text_features`` is an array with one row per class of ``classes`` in
+    sorted-label order, or a dict ``label -> embedding`` holding at least
+    ``classes``: the rows of ``classes`` are kept, so that an estimator fits
+    on a cross-validation fold that lacks some classes.
+    """
+    n_classes = len(classes)
+    if isinstance(text_features, dict):
+        missing = [c for c in classes.tolist() if c not in text_features]
+        if missing:
+            raise ValueError(
+                f"text_features has no entry for labels {missing[:10]}"
+                f"{' ...' if len(missing) > 10 else ''}."
+            )
+        rows = [np.asarray(text_features[c], dtype=np.float32) for c in classes]
+        if any(row.shape != (n_features,) for row in rows):
+            shapes = sorted({row.shape for row in rows})
+            raise ValueError(
+                f"text_features values must be embeddings of shape ({n_features},) "
+                f"like X's rows; got shapes {shapes[:5]}."
+            )
+        text_features = np.stack(rows)
     text_features = np.asarray(text_features, dtype=np.float32)
     if text_features.shape != (n_classes, n_features):
+        hint = ""
+        if text_features.ndim == 2 and text_features.shape[0] > n_classes:
+            hint = (
+                " y lacks some classes the text has (a cross-validation fold, "
+                "MAPIE's cross-conformal): pass text_features as a dict label -> "
+                "embedding, e.g. dict(zip(all_labels, text_features)); the "
+                "estimator then keeps the rows of the classes it sees."
+            )
         raise ValueError(
             f"text_features must have shape (n_classes, n_features) = "
             f"({n_classes}, {n_features}) with rows in classes_ order, got "
-            f"{text_features.shape}."
+            f"{text_features.shape}.{hint}"
         )
     if not np.all(np.isfinite(text_features)):
         raise ValueError("text_features contains NaN or infinite values.")
