@@ -91,15 +91,19 @@ class TransCLIPClassifier(
       acts as a linear classifier added to the estimator's log-probabilities.
       Only the mixture's parameters are kept, never the unlabelled images.
 
-    A safety rule decides on labelled data only whether the unlabelled images
-    help: with ``fallback="auto"`` and at least ``cv`` labelled images in
-    every class, stratified folds of the labelled rows are held out, hidden
-    among the unlabelled rows, and classified by the estimator alone and
-    with the mixture; when the mixture is less accurate on them by more than
-    one paired standard error, the classifier is the estimator fitted on the
-    labelled rows (``uses_unlabelled_`` False). With fewer labelled images
-    the check cannot be made and the mixture is used (where transduction
-    helps most, [1]_).
+    A safety rule decides, without any test label, which unlabelled images
+    the mixture may use (``fallback="auto"``; the decision and its reason are
+    in :attr:`safety_`). Label-free checks run at every shot count, zero-shot
+    and 1 shot included: a pool row less similar to its nearest labelled
+    image than 99 % of the labelled images are to theirs is set aside (it
+    keeps the estimator's label); with fewer than 4 remaining pool rows per
+    class, or when the estimator gives a class over a fifth of the pool and
+    the mixture gives it less (a pool mostly of one class), the classifier
+    is the estimator alone. With at least ``cv`` labelled images in every
+    class, stratified folds of the labelled rows are also hidden among the
+    unlabelled rows, and the mixture is kept only when it beats the
+    estimator on them by more than one paired standard error. Every
+    threshold was chosen on validation pools (``benchmarks/unlabelled_safety.py``).
 
     Parameters
     ----------
@@ -117,7 +121,8 @@ class TransCLIPClassifier(
         listed, 42.8 % against zero-shot's 54.7 %).
     prior_weight : float, default=1.0
         Weight of the estimator's log-probabilities against the mixture's
-        (TransCLIP's lambda).
+        (TransCLIP's lambda; the paper uses 0.5 with a few-shot prior and 1
+        with zero-shot).
     shrinkage : float in [0, 1], default=0.4
         Weight of the isotropic target ``trace(S) / d * I`` in the mixture's
         shrunk covariance, as in :class:`GDAClassifier`, whose default it
@@ -127,6 +132,13 @@ class TransCLIPClassifier(
         Neighbours of each image in the Laplacian term; 0 turns it off.
     n_iter : int, default=10
         Updates of the mixture's means and covariance (a fixed count).
+    likelihood_weight : float, default=1.0
+        Weight of the mixture's log-likelihood (an inverse temperature;
+        0.3 and 0.1 gained less on the validation pools).
+    class_proportions : {"estimated", "balanced"}, default="estimated"
+        ``"estimated"``: the mixture learns the pool's class proportions (a
+        mixing prior updated with the assignments, one pseudo-row per
+        class); ``"balanced"``: TransCLIP's equal classes.
     fallback : {"auto", "never"}, default="auto"
         ``"auto"`` applies the safety rule above; ``"never"`` always uses the
         unlabelled images.
@@ -144,14 +156,24 @@ class TransCLIPClassifier(
     uses_unlabelled_ : bool
         Whether predictions use the mixture (False: no unlabelled rows, or
         the safety rule fell back to ``estimator_``).
+    safety_ : dict
+        The safety rule's decision: ``uses_unlabelled``, ``reason`` (a
+        sentence), ``n_unlabelled``, ``n_off_pool`` (rows set aside as unlike
+        the labelled images), ``off_pool_threshold`` and
+        ``dominant_classes``.
     transduction_ : ndarray of shape (n_samples,)
         The label of every row passed to ``fit``: the given label of labelled
-        rows, the mixture's (or the estimator's) for unlabelled ones. It
-        holds one label per row of ``fit``, and no embeddings.
+        rows, the mixture's joint assignment for unlabelled ones (the
+        estimator's for rows set aside). It is not ``predict`` on the same
+        rows: ``predict`` scores each image alone, with the mixture weighted
+        by ``new_image_weight_``, and the two differ on some rows.
     coef_ : ndarray of shape (n_classes, n_features) or None
         The mixture as a linear classifier (class log-likelihoods up to a
         shared term); None when not ``uses_unlabelled_``.
     intercept_ : ndarray of shape (n_classes,) or None
+    new_image_weight_ : float
+        Weight of the mixture for images not in ``fit`` (0: ``predict`` is
+        the estimator's), cross-fitted on the unlabelled rows.
     cv_results_ : dict or None
         The safety rule's held-out accuracies per fold, ``"estimator"`` and
         ``"with_unlabelled"``; None where it did not run.
@@ -175,7 +197,9 @@ class TransCLIPClassifier(
     ``score`` counts labelled rows only, so that ``cross_val_score`` and
     ``GridSearchCV`` on partly labelled ``y`` score what is known with their
     default ``scoring=None``; a named scorer (``"accuracy"``) counts the
-    ``-1`` rows as errors.
+    ``-1`` rows as errors. To tune the mixture itself, score with
+    :func:`transductive_scorer`, which hides each test fold's labels inside
+    a fit and scores its transduction.
 
     References
     ----------
