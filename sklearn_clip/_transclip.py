@@ -418,10 +418,15 @@ class TransCLIPClassifier(
             )
         per_class = np.bincount(codes, minlength=n_classes)
         if per_class.min() < self.cv:
+            checked = (
+                "the label-free checks passed"
+                if len(X_labelled) >= 2
+                else "no labelled images to compare the pool with"
+            )
             return decide(
                 True,
                 f"fewer than cv={self.cv} labelled rows in some class: no "
-                "held-out check; the label-free checks passed",
+                f"held-out check; {checked}",
             )
         helps, margin = self._held_out_check(
             base, X_labelled, codes, X_unlabelled[on_pool]
