@@ -45,6 +45,7 @@ _EXPORTS = {
     "CLIPAdapterClassifier": "_clip_adapter",
     "TipAdapterClassifier": "_tip_adapter",
     "TransCLIPClassifier": "_transclip",
+    "transductive_scorer": "_transclip",
     "UNLABELLED": "_unlabelled",
     "VisualPromptClassifier": "_visual_prompt",
     "ZeroShotClassifier": "_zero_shot",
