@@ -143,8 +143,8 @@ MUTATIONS = {
     "TransCLIP's fallback never fires": Mutation(
         "_transclip.py",
         (
-            TRANSCLIP
-            + "test_the_fallback_fires_when_the_unlabelled_images_are_of_other_things",
+            TRANSCLIP + "test_a_pool_of_other_things_is_set_aside_without_labels",
+            TRANSCLIP + "test_a_pool_mostly_of_one_class_falls_back",
         ),
         new=TRANSCLIP_FALLBACK_NEVER_FIRES,
         data=(CARS, PETS),
@@ -160,7 +160,7 @@ MUTATIONS = {
     ),
     "TransCLIP's mixture lost on load": Mutation(
         "_transclip.py",
-        (TRANSCLIP + "test_pickles_and_joblib_round_trip",),
+        (TRANSCLIP + "test_the_mixture_survives_saving_and_loading",),
         new=TRANSCLIP_MIXTURE_LOST_ON_LOAD,
         data=(CARS,),
     ),
@@ -168,9 +168,7 @@ MUTATIONS = {
 
 #: Mutations today's tests let through, each waiting for the test that
 #: catches it (strict: the case fails once it is caught, to be flipped).
-NOT_CAUGHT_YET = {
-    "TransCLIP's mixture lost on load": "issue 33 engineer adds the test",
-}
+NOT_CAUGHT_YET = {}
 
 
 def scratch_copy(tmp_path):
