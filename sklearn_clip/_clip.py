@@ -35,6 +35,15 @@ class CLIPWeightsUnavailableError(RuntimeError):
 
     ``str(error)`` gives the remedy in Python terms (``pretrained=...``);
     :meth:`for_command_line` gives it in the command line's (``--pretrained``).
+
+    Parameters
+    ----------
+    message : str
+        What could not be found, and where it was looked for.
+    python_remedy : str, default=""
+        What to do, in Python's terms.
+    cli_remedy : str, default=""
+        What to do, in the command line's terms (``python_remedy`` if empty).
     """
 
     def __init__(self, message, *, python_remedy="", cli_remedy=""):
@@ -42,7 +51,13 @@ class CLIPWeightsUnavailableError(RuntimeError):
         self.cli_message = f"{message} {cli_remedy or python_remedy}".strip()
 
     def for_command_line(self):
-        """The message with the remedy as command-line options."""
+        """The message with the remedy as command-line options.
+
+        Returns
+        -------
+        str
+            The message, its remedy spelled as ``sklearn-clip`` options.
+        """
         return self.cli_message
 
 

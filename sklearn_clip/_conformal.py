@@ -33,13 +33,31 @@ def min_calibration_per_class(confidence):
     return max(1, math.ceil(round(1.0 / alpha, 9)) - 1)
 
 
+@validate_params(
+    {
+        "y_calibration": ["array-like"],
+        "confidence": [Interval(Real, 0, 1, closed="neither")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def check_class_conditional(y_calibration, confidence):
     """Refuse class-conditional coverage that the calibration labels cannot
     support (see :func:`min_calibration_per_class`).
 
     Call it before ``crepes``' ``calibrate(..., class_cond=True)`` or any
-    per-class calibration; raises ``ValueError`` naming the classes short of
-    images.
+    per-class calibration.
+
+    Parameters
+    ----------
+    y_calibration : array-like of shape (n_samples,)
+        The labels of the calibration images.
+    confidence : float in (0, 1)
+        The coverage asked for in every class (0.9 for 90 %, not 90).
+
+    Raises
+    ------
+    ValueError
+        Naming the classes short of calibration images.
     """
     classes, counts = np.unique(np.asarray(y_calibration), return_counts=True)
     needed = min_calibration_per_class(confidence)

@@ -25,6 +25,10 @@ def test_calibration_images_needed_per_class():
     check_class_conditional(np.repeat([0, 1], 9), 0.9)
     with pytest.raises(ValueError, match=r"at least 9 calibration images.*1 of 2"):
         check_class_conditional(np.r_[np.repeat(0, 9), np.repeat(1, 8)], 0.9)
+    # A percentage by mistake is refused, not read as a tiny requirement.
+    for confidence in (90, 1.0, 0.0):
+        with pytest.raises(ValueError, match="confidence"):
+            check_class_conditional(np.repeat([0, 1], 9), confidence)
 
 
 def test_sets_cover_at_the_confidence_over_draws():
