@@ -4,10 +4,10 @@ answers, a missing bucket, URL inputs of the CLI, Ctrl-C then resume.
 """
 
 import json
-import multiprocessing
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -102,26 +102,60 @@ def test_the_claim_of_a_folder_is_atomic_on_s3(s3):
         assert json.load(handle)["who"] == results.index(True)
 
 
+class CLIProcess:
+    """``sklearn-clip ARGV`` in a fresh Python process (spawned, not forked:
+    a fork of this multithreaded test process may deadlock in the child),
+    its stdout and stderr in ``log``; with ``go``, it waits for that file
+    first, so that two of them start at once."""
+
+    SCRIPT = (
+        "import sys, time, warnings\n"
+        # as pyproject's filterwarnings for the test session
+        "warnings.filterwarnings('ignore', 'pretrained=None', UserWarning)\n"
+        "from pathlib import Path\n"
+        "from sklearn_clip._cli import main\n"
+        "go, ready = sys.argv[1:3]\n"
+        "Path(ready).touch()\n"
+        "while go and not Path(go).exists():\n"
+        "    time.sleep(0.005)\n"
+        "sys.exit(main(sys.argv[3:]))\n"
+    )
+
+    def __init__(self, argv, log, go=None):
+        self._log = open(log, "w")
+        self._ready = Path(f"{log}.ready")
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, str(go or ""), str(self._ready), *argv],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.pid = self._process.pid
+
+    def wait_ready(self, timeout=120):
+        """Wait until the process has imported the package."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.exists():
+            assert self.is_alive() and time.monotonic() < deadline
+            time.sleep(0.01)
+
+    def is_alive(self):
+        return self._process.poll() is None
+
+    def join(self, timeout=None):
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return
+        self._log.close()
+
+    @property
+    def exitcode(self):
+        return self._process.poll()
+
+
 def run_cli(argv, log, go=None):
-    """``sklearn-clip ARGV`` in a forked process (the imports are the test's:
-    no second start of torch), its stdout and stderr in ``log``; with
-    ``go``, it waits for that file first."""
-    context = multiprocessing.get_context("fork")
-
-    def target():
-        with open(log, "w") as handle:
-            os.dup2(handle.fileno(), 1)
-            os.dup2(handle.fileno(), 2)
-            sys.stdout = sys.stderr = handle
-            while go is not None and not go.exists():
-                time.sleep(0.005)
-            code = cli_main(argv)
-            handle.flush()
-        os._exit(code)
-
-    process = context.Process(target=target)
-    process.start()
-    return process
+    return CLIProcess(argv, log, go)
 
 
 def test_two_jobs_started_at_once_on_one_bucket(s3, images, expected, tmp_path):
@@ -133,6 +167,8 @@ def test_two_jobs_started_at_once_on_one_bucket(s3, images, expected, tmp_path):
         argv = ["embed", *images, "-o", output, "--shard-size", str(shard_size)]
         argv += ["--batch-size", "4", "--storage-options", options, "--no-progress"]
         processes.append(run_cli([*argv, *COMMON], tmp_path / f"log{i}", go))
+    for process in processes:  # both imported: start them at once
+        process.wait_ready()
     go.write_text("go")
     for process in processes:
         process.join(timeout=300)
