@@ -3,7 +3,9 @@ featurizer and its reference embeddings, a local Dask and a Ray cluster (one
 per test module that asks for it; -m "not distributed" skips those tests)."""
 
 import os
+import socket
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +158,42 @@ def make_tars(images, folder, per_tar=10):
         tars.append(str(path))
         samples.append(held)
     return tars, samples
+
+
+@contextmanager
+def moto_s3(buckets):
+    """A moto S3 server on 127.0.0.1 with ``buckets`` created; yields its
+    storage_options. The credentials are the emulator's only (no request
+    leaves the loopback); the environment is restored afterwards."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    environ = dict(os.environ)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "region_name": "us-east-1",
+        },
+    }
+    try:
+        client = boto3.client("s3", **options["client_kwargs"])
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+        yield options
+    finally:
+        server.stop()
+        os.environ.clear()
+        os.environ.update(environ)

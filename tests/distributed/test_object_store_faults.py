@@ -23,7 +23,7 @@ from sklearn_clip.distributed import EmbeddingStore, embed_to_parquet
 from sklearn_clip.distributed._format import output_location, write_manifest
 
 from ..conftest import TINY
-from .conftest import BATCH_SIZE, part_times
+from .conftest import BATCH_SIZE, moto_s3, part_times
 from .test_faults import ImageServer, kinds_of
 
 pytest.importorskip("s3fs")
@@ -34,13 +34,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*could not be read as images:UserWarning"),
 ]
 ROOT = Path(__file__).resolve().parents[2]
-CREDENTIALS = {
-    # For the emulator only; no request leaves the loopback.
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 COMMON = ["--model", TINY["model"], "--pretrained", "none", "--device", "cpu"]
 
 
@@ -48,38 +41,15 @@ COMMON = ["--model", TINY["model"], "--pretrained", "none", "--device", "cpu"]
 def s3(images):
     """A moto S3 server on 127.0.0.1 with the images in ``s3://photos``;
     yields its storage_options."""
-    environ = dict(os.environ)
-    os.environ.update(CREDENTIALS)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(
-        ip_address="127.0.0.1", port=port, verbose=False
-    )
-    server.start()
-    options = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {
-            "endpoint_url": f"http://127.0.0.1:{port}",
-            "region_name": "us-east-1",
-        },
-    }
-    import boto3
     import s3fs
 
-    client = boto3.client("s3", **options["client_kwargs"])
-    for bucket in ("photos", "jobs"):
-        client.create_bucket(Bucket=bucket)
-    fs = s3fs.S3FileSystem(**options)
-    for path in images:
-        if os.path.exists(path):
-            fs.put(path, f"s3://photos/{Path(path).name}")
-    fs.invalidate_cache()
-    yield options
-    server.stop()
-    os.environ.clear()
-    os.environ.update(environ)
+    with moto_s3(("photos", "jobs")) as options:
+        fs = s3fs.S3FileSystem(**options)
+        for path in images:
+            if os.path.exists(path):
+                fs.put(path, f"s3://photos/{Path(path).name}")
+        fs.invalidate_cache()
+        yield options
 
 
 def test_the_claim_of_a_folder_is_atomic_on_s3(s3):

@@ -2,7 +2,6 @@
 loopback) read through s3fs, for CLIPFeaturizer and embed_to_parquet."""
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from sklearn_clip.distributed import (
 )
 
 from ..conftest import TINY
-from .conftest import BATCH_SIZE, SHARD_SIZE
+from .conftest import BATCH_SIZE, SHARD_SIZE, moto_s3
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -32,47 +31,18 @@ pytestmark = [
 def s3(images):
     """A bucket on a moto S3 server on 127.0.0.1 holding the images (the
     missing one stays missing); yields ``(urls, storage_options)``."""
-    environ = dict(os.environ)
-    # Credentials for the emulator only; no request leaves the loopback.
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(
-        ip_address="127.0.0.1", port=port, verbose=False
-    )
-    server.start()
-    options = {
-        "key": "testing",
-        "secret": "testing",
-        "client_kwargs": {
-            "endpoint_url": f"http://127.0.0.1:{port}",
-            "region_name": "us-east-1",
-        },
-    }
-    import boto3
     import s3fs
 
-    client = boto3.client("s3", **options["client_kwargs"])
-    for bucket in ("photos", "photos-embeddings"):
-        client.create_bucket(Bucket=bucket)
-    fs = s3fs.S3FileSystem(**options)
-    urls = []
-    for path in images:
-        url = f"s3://photos/{Path(path).name}"
-        if os.path.exists(path):
-            fs.put(path, url)
-        urls.append(url)
-    fs.invalidate_cache()
-    yield urls, options
-    server.stop()
-    os.environ.clear()
-    os.environ.update(environ)
+    with moto_s3(("photos", "photos-embeddings")) as options:
+        fs = s3fs.S3FileSystem(**options)
+        urls = []
+        for path in images:
+            url = f"s3://photos/{Path(path).name}"
+            if os.path.exists(path):
+                fs.put(path, url)
+            urls.append(url)
+        fs.invalidate_cache()
+        yield urls, options
 
 
 def test_featurizer_reads_urls_as_the_files_they_hold(s3, images, expected):
