@@ -106,6 +106,26 @@ def cars_shots(cars_data):
     return shots, cars_data["X_test"], cars_data["y_test"], cars_data["text_features"]
 
 
+def cars_first_classes(cars_data, n_classes, n_shots):
+    """``(X, y, X_test, y_test, text)``: ``n_shots`` per class drawn from the
+    training pool of stanford_cars' first ``n_classes`` classes, their test
+    images, and the class text of all 196 classes as a dict label -> row."""
+    from sklearn_clip import few_shot_indices
+
+    keep = cars_data["y_train"] < n_classes
+    X_pool, y_pool = cars_data["X_train"][keep], cars_data["y_train"][keep]
+    train = few_shot_indices(y_pool, n_shots, random_state=0)
+    test = cars_data["y_test"] < n_classes
+    text = dict(enumerate(cars_data["text_features"]))
+    return (
+        X_pool[train],
+        y_pool[train],
+        cars_data["X_test"][test],
+        cars_data["y_test"][test],
+        text,
+    )
+
+
 def zero_shot_accuracy(text, X, y, X_test, y_test):
     """Test accuracy of zero-shot CLIP with class text ``text``."""
     from sklearn_clip import ZeroShotClassifier

@@ -17,6 +17,8 @@ from sklearn_clip import (
 )
 from sklearn_clip._conformal import min_calibration_per_class
 
+from .conftest import cars_first_classes
+
 N_CLASSES = 20
 
 
@@ -58,18 +60,7 @@ def test_sets_cover_at_the_confidence_over_draws():
 
 @pytest.fixture(scope="module")
 def cars_draw(cars_data):
-    keep = cars_data["y_train"] < N_CLASSES
-    X_pool, y_pool = cars_data["X_train"][keep], cars_data["y_train"][keep]
-    train = few_shot_indices(y_pool, 10, random_state=0)
-    test = cars_data["y_test"] < N_CLASSES
-    text = dict(enumerate(cars_data["text_features"]))
-    return (
-        X_pool[train],
-        y_pool[train],
-        cars_data["X_test"][test],
-        cars_data["y_test"][test],
-        text,
-    )
+    return cars_first_classes(cars_data, N_CLASSES, n_shots=10)
 
 
 def test_transductive_sets_on_real_features_and_per_class_refusal(cars_draw):

@@ -16,11 +16,10 @@ from sklearn_clip import (
     TransCLIPClassifier,
     ZeroShotClassifier,
     all_estimators,
-    few_shot_indices,
     make_clip_pipeline,
 )
 
-from .conftest import TINY
+from .conftest import TINY, cars_first_classes
 
 mapie_classification = pytest.importorskip("mapie.classification")
 crepes = pytest.importorskip("crepes")
@@ -62,18 +61,7 @@ def _make(name, text):
 def cars_subset(cars_data):
     """4 shots of the first classes of stanford_cars, their test images, and
     the class text of all 196 classes as a dict."""
-    keep = cars_data["y_train"] < N_CLASSES
-    X_pool, y_pool = cars_data["X_train"][keep], cars_data["y_train"][keep]
-    train = few_shot_indices(y_pool, 4, random_state=0)
-    test = cars_data["y_test"] < N_CLASSES
-    text = dict(enumerate(cars_data["text_features"]))
-    return (
-        X_pool[train],
-        y_pool[train],
-        cars_data["X_test"][test],
-        cars_data["y_test"][test],
-        text,
-    )
+    return cars_first_classes(cars_data, N_CLASSES, n_shots=4)
 
 
 def test_text_dict_keeps_the_rows_of_the_classes_seen(cars_subset):
